@@ -1,0 +1,5 @@
+import sys
+
+from photo_ingest.cli import main
+
+sys.exit(main())

@@ -1,0 +1,204 @@
+"""The `photo-ingest` command line.
+
+Exit codes: 0 success; 1 the run ended with failed files or was stopped (see its report);
+2 bad usage or configuration; 3 could not start (catalog unreachable, source missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import date, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from photo_ingest import catalog, config
+from photo_ingest.report import IngestReporter, human_bytes, setup_logging
+
+log = logging.getLogger("photo_ingest")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        cfg = config.load(args.config)
+        result: int = args.func(cfg, args)
+        return result
+    except config.ConfigError as exc:
+        log.error("configuration error: %s", exc)
+        return EXIT_USAGE
+    except catalog.CatalogError as exc:
+        log.error("%s", exc)
+        return EXIT_UNAVAILABLE
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="photo-ingest",
+        description="Copy camera cards into a verified, catalogued photo library.",
+    )
+    p.add_argument("--config", type=Path, help="TOML config file (default: $PHOTO_INGEST_CONFIG"
+                   f" or {config.DEFAULT_PATH})")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every file")
+    sub = p.add_subparsers(required=True, metavar="COMMAND")
+
+    c = sub.add_parser("ingest", help="copy every photo and video from SOURCE into the library",
+                       description="Copy, verify and catalogue every photo and video under "
+                       "SOURCE (a mounted card or any folder). Re-running resumes.")
+    c.add_argument("source", help="folder to ingest (a mounted card's root or any tree)")
+    c.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    c.add_argument("--library", type=Path, help="override library.path")
+    c.add_argument("--verify", choices=("full", "size"), help="override ingest.verify")
+    c.add_argument("--label", help="card label to record (default: from udev)")
+    c.set_defaults(func=_cmd_ingest)
+
+    c = sub.add_parser("sessions", help="list ingest sessions, or one session's files")
+    c.add_argument("id", nargs="?", type=int, help="show this session's files")
+    c.add_argument("--limit", type=int, default=20, help="how many sessions (default 20)")
+    c.add_argument("--failed", action="store_true", help="with ID: only failed files")
+    c.add_argument("--json", action="store_true", help="print JSON on stdout")
+    c.set_defaults(func=_cmd_sessions)
+
+    c = sub.add_parser("status", help="library totals, running and last sessions")
+    c.add_argument("--json", action="store_true", help="print JSON on stdout")
+    c.set_defaults(func=_cmd_status)
+
+    c = sub.add_parser("migrate", help="apply catalog migrations and exit")
+    c.set_defaults(func=_cmd_migrate)
+    return p
+
+
+def _cmd_ingest(cfg: config.Config, args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from photo_ingest.ingest.pipeline import IngestError, Stopped, ingest
+    from photo_ingest.ingest.sessions import Card
+
+    if args.library:
+        cfg = replace(cfg, library=replace(cfg.library, path=args.library))
+    if args.verify:
+        cfg = replace(cfg, ingest=replace(cfg.ingest, verify=args.verify))
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        raise Stopped(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, stop)
+    reporter = IngestReporter()
+    try:
+        summary = ingest(cfg, args.source, reporter,
+                         Card(label=args.label) if args.label else None)
+    except IngestError as exc:
+        log.error("%s", exc)
+        return EXIT_UNAVAILABLE
+    finally:
+        reporter.close()
+    if args.json:
+        _print_json(summary.as_json())
+    else:
+        _print_summary(summary.as_json())
+    return EXIT_OK if summary.status == "completed" else EXIT_FAILED
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    f = s["files"]
+    print(f"session {s['session']}: {s['status']} in {s['duration_seconds']:.1f}s — "
+          f"{f['copied']} copied, {f['duplicate']} duplicate, {f['skipped']} skipped, "
+          f"{f['failed']} failed; {human_bytes(s['bytes']['copied'])} written to {s['library']}")
+    for o in s["outcomes"]:
+        if o["outcome"] in ("failed", "skipped"):
+            print(f"  {o['outcome']:<9} {o['path']}: {o['reason']}")
+    if s["error"]:
+        print(f"error: {s['error']}")
+
+
+def _cmd_sessions(cfg: config.Config, args: argparse.Namespace) -> int:
+    from photo_ingest.catalog import queries
+
+    with catalog.connect(cfg.database.conninfo()) as conn:
+        if args.id is None:
+            rows = queries.sessions(conn, args.limit)
+            if args.json:
+                _print_json(rows)
+            else:
+                for r in rows:
+                    print(_session_line(r))
+            return EXIT_OK
+        session = queries.session(conn, args.id)
+        if session is None:
+            log.error("no session %d", args.id)
+            return EXIT_FAILED
+        files = queries.session_files(conn, args.id, "failed" if args.failed else None)
+    if args.json:
+        _print_json({**session, "files": files})
+    else:
+        print(_session_line(session))
+        if session["error"]:
+            print(f"  error: {session['error']}")
+        for row in files:
+            where = row["reason"] if row["reason"] else f"-> {row['library_path']}"
+            print(f"  {row['outcome']:<9} {row['relpath']}  {where}")
+    return EXIT_OK
+
+
+def _session_line(r: dict[str, Any]) -> str:
+    card = r["card_label"] or r["card_uuid"] or ""
+    return (f"#{r['id']:<5} {r['started_at']:%Y-%m-%d %H:%M}  {r['status']:<11} "
+            f"{r['files_copied']:>5} copied {r['files_duplicate']:>5} dup "
+            f"{r['files_skipped']:>4} skipped {r['files_failed']:>4} failed  "
+            f"{human_bytes(r['bytes_copied']):>9}  {card + ' ' if card else ''}{r['source']}")
+
+
+def _cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
+    from photo_ingest.catalog import queries
+
+    with catalog.connect(cfg.database.conninfo()) as conn:
+        st = queries.status(conn)
+    if args.json:
+        _print_json({"library": str(cfg.library.path), **st})
+        return EXIT_OK
+    print(f"library {cfg.library.path}: {st['assets']} assets, {human_bytes(st['bytes'])}, "
+          f"{st['sidecars']} sidecars")
+    for kind, v in st["by_media_type"].items():
+        print(f"  {kind:<6} {v['assets']:>7}  {human_bytes(v['bytes'])}")
+    print("sessions: " + (", ".join(f"{n} {k}" for k, n in st["sessions"].items()) or "none"))
+    for r in st["running"]:
+        print(f"  running {_session_line(r)}")
+    if st["last_session"]:
+        print(f"last: {_session_line(st['last_session'])}")
+        for f in st["last_session_failures"]:
+            print(f"  failed {f['relpath']}: {f['reason']}")
+    return EXIT_OK
+
+
+def _cmd_migrate(cfg: config.Config, args: argparse.Namespace) -> int:
+    with catalog.connect(cfg.database.conninfo()):
+        pass
+    log.info("catalog schema is up to date")
+    return EXIT_OK
+
+
+def _print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, default=_json_default)
+    sys.stdout.write("\n")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, bytes | memoryview):
+        return bytes(value).hex()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())

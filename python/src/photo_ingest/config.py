@@ -1,0 +1,207 @@
+"""The TOML configuration: typed, validated, with errors that name the bad key.
+
+Every key has a default, so an empty file (or none) is a valid configuration for a
+by-hand run; the NixOS module and Debian installs write /etc/photo-ingest/config.toml.
+Secrets are never values in this file, only paths to files holding them.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+DEFAULT_PATH = Path("/etc/photo-ingest/config.toml")
+ENV_VAR = "PHOTO_INGEST_CONFIG"
+
+DEFAULT_EXTENSIONS: dict[str, tuple[str, ...]] = {
+    "photo": ("jpg", "jpeg", "heic", "heif", "hif", "png", "tif", "tiff", "webp", "avif"),
+    "raw": ("cr2", "cr3", "crw", "nef", "nrw", "arw", "srf", "sr2", "dng", "raf", "orf",
+            "rw2", "pef", "srw", "x3f", "3fr", "iiq", "erf", "mef", "mos", "rwl"),
+    "video": ("mp4", "m4v", "mov", "mts", "m2ts", "avi", "3gp", "mkv", "insv"),
+    "sidecar": ("xmp", "thm"),
+}
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased for the person who wrote the file."""
+
+
+@dataclass(frozen=True)
+class LibraryConfig:
+    path: Path = Path("/var/lib/photo-ingest/library")
+    layout: str = "{year}/{month}/{day}/{filename}"
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    url: str = "postgresql:///photo_ingest"
+    password_file: Path | None = None
+
+    def conninfo(self) -> str:
+        """The libpq connection string, with the password read from its file."""
+        if self.password_file is None:
+            return self.url
+        password = read_secret(self.password_file, "database.password_file")
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo(self.url, password=password)
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    verify: str = "full"
+    timezone: str | None = None
+    buffer_size: int = 8 * 1024 * 1024
+    exiftool: str = "exiftool"
+    extensions: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: dict(DEFAULT_EXTENSIONS)
+    )
+
+    def zone(self) -> ZoneInfo | None:
+        """The configured zone; None means the machine's local time zone."""
+        return ZoneInfo(self.timezone) if self.timezone else None
+
+
+@dataclass(frozen=True)
+class Config:
+    library: LibraryConfig = LibraryConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    ingest: IngestConfig = IngestConfig()
+
+
+def read_secret(path: Path, key: str) -> str:
+    """A secret from a file (a systemd credential, say), without its trailing newline."""
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\n")
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot read {path}: {exc.strerror}") from exc
+
+
+def load(path: Path | None = None) -> Config:
+    """Load --config PATH, else $PHOTO_INGEST_CONFIG, else the default file if it exists."""
+    if path is None and os.environ.get(ENV_VAR):
+        path = Path(os.environ[ENV_VAR])
+    if path is None:
+        if not DEFAULT_PATH.exists():
+            return Config()
+        path = DEFAULT_PATH
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    try:
+        return parse(raw, base=path.parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def parse(raw: dict[str, Any], base: Path = Path()) -> Config:
+    _check_keys(raw, {"library", "database", "ingest"}, "")
+    lib = _table(raw, "library")
+    _check_keys(lib, {"path", "layout"}, "library.")
+    db = _table(raw, "database")
+    _check_keys(db, {"url", "password_file"}, "database.")
+    ing = _table(raw, "ingest")
+    _check_keys(ing, {"verify", "timezone", "buffer_size", "exiftool", "extensions"}, "ingest.")
+
+    library = LibraryConfig(
+        path=base / _get(lib, "path", str, "library.", str(LibraryConfig.path)),
+        layout=_layout(_get(lib, "layout", str, "library.", LibraryConfig.layout)),
+    )
+    pw = _get(db, "password_file", str, "database.", None)
+    database = DatabaseConfig(
+        url=_get(db, "url", str, "database.", DatabaseConfig.url),
+        password_file=base / pw if pw else None,
+    )
+    ingest = IngestConfig(
+        verify=_choice(ing, "verify", ("full", "size"), "full"),
+        timezone=_zone(_get(ing, "timezone", str, "ingest.", None)),
+        buffer_size=_size(_get(ing, "buffer_size", int, "ingest.", IngestConfig.buffer_size)),
+        exiftool=_get(ing, "exiftool", str, "ingest.", "exiftool"),
+        extensions=_extensions(_table(ing, "extensions", "ingest.")),
+    )
+    return Config(library=library, database=database, ingest=ingest)
+
+
+def _check_keys(table: dict[str, Any], allowed: set[str], prefix: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"unknown key {prefix}{unknown[0]} (allowed here: {', '.join(sorted(allowed))})"
+        )
+
+
+def _table(raw: dict[str, Any], key: str, prefix: str = "") -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"{prefix}{key}: must be a table, got {type(value).__name__}")
+    return value
+
+
+def _get(table: dict[str, Any], key: str, kind: type, prefix: str, default: Any) -> Any:
+    if key not in table:
+        return default
+    value = table[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ConfigError(
+            f"{prefix}{key}: must be {kind.__name__}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _choice(table: dict[str, Any], key: str, choices: tuple[str, ...], default: str) -> str:
+    value: str = _get(table, key, str, "ingest.", default)
+    if value not in choices:
+        raise ConfigError(f"ingest.{key}: must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def _zone(name: str | None) -> str | None:
+    if name is None:
+        return None
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ConfigError(f"ingest.timezone: unknown time zone {name!r}") from exc
+    return name
+
+
+def _size(value: int) -> int:
+    if not 64 * 1024 <= value <= 256 * 1024 * 1024:
+        raise ConfigError(f"ingest.buffer_size: must be between 65536 and 268435456, got {value}")
+    return value
+
+
+def _layout(template: str) -> str:
+    from photo_ingest.ingest.layout import check_template
+
+    try:
+        check_template(template)
+    except ValueError as exc:
+        raise ConfigError(f"library.layout: {exc}") from exc
+    return template
+
+
+def _extensions(table: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    _check_keys(table, set(DEFAULT_EXTENSIONS), "ingest.extensions.")
+    result = dict(DEFAULT_EXTENSIONS)
+    for kind, exts in table.items():
+        if not isinstance(exts, list) or not all(isinstance(e, str) and e for e in exts):
+            raise ConfigError(f"ingest.extensions.{kind}: must be a list of non-empty strings")
+        result[kind] = tuple(e.lower().lstrip(".") for e in exts)
+    seen: dict[str, str] = {}
+    for kind, exts in result.items():
+        for ext in exts:
+            if ext in seen and seen[ext] != kind:
+                raise ConfigError(
+                    f"ingest.extensions.{kind}: .{ext} is already listed under {seen[ext]}"
+                )
+            seen[ext] = kind
+    return result

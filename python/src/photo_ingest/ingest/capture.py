@@ -1,0 +1,185 @@
+"""When was each file captured? Read from the card in exiftool batch mode.
+
+One exiftool process serves the whole card (pyexiftool's stay-open mode) with `-fast2`,
+which reads only the metadata blocks at the start of each file. The precedence is:
+EXIF DateTimeOriginal (+ SubSecTimeOriginal, OffsetTimeOriginal), EXIF CreateDate,
+QuickTime CreateDate (UTC by the QuickTime spec), and finally the file's mtime.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from typing import Any
+
+import exiftool
+
+log = logging.getLogger(__name__)
+
+TAGS = [
+    "EXIF:DateTimeOriginal", "EXIF:SubSecTimeOriginal", "EXIF:OffsetTimeOriginal",
+    "EXIF:CreateDate", "EXIF:SubSecTimeDigitized", "EXIF:OffsetTimeDigitized",
+    "EXIF:OffsetTime", "QuickTime:CreateDate", "EXIF:Make", "EXIF:Model",
+    "QuickTime:Make", "QuickTime:Model",
+]
+BATCH = 256
+
+_DATE = re.compile(r"^(\d{4}):(\d{2}):(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(\.\d+)?")
+_OFFSET = re.compile(r"^([+-])(\d{2}):?(\d{2})$")
+
+
+@dataclass(frozen=True)
+class Capture:
+    local: datetime             # naive: the wall clock the layout files by
+    instant: datetime           # aware: the moment, exact or assumed via the time zone
+    offset: str | None          # "+02:00" when the file stated it
+    source: str                 # DateTimeOriginal | CreateDate | QuickTime:CreateDate | mtime
+    make: str | None = None
+    model: str | None = None
+
+
+class CaptureReader:
+    """A running exiftool; `read` takes many files per call."""
+
+    def __init__(self, executable: str = "exiftool") -> None:
+        self._et = exiftool.ExifToolHelper(
+            executable=executable, check_execute=False,
+            common_args=["-G", "-charset", "filename=utf8"],
+        )
+        self._aliases = tempfile.TemporaryDirectory(prefix="photo-ingest-names-")
+
+    def __enter__(self) -> CaptureReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._et.running:
+            self._et.terminate()
+        self._aliases.cleanup()
+
+    def read(self, paths: Iterable[bytes]) -> dict[bytes, dict[str, Any]]:
+        """exiftool's tags per path; a path exiftool could not read maps to {}."""
+        paths = list(paths)
+        out: dict[bytes, dict[str, Any]] = {p: {} for p in paths}
+        for start in range(0, len(paths), BATCH):
+            chunk = paths[start:start + BATCH]
+            names = {self._name_for(p, start + i): p for i, p in enumerate(chunk)}
+            try:
+                results = self._et.get_tags(list(names), TAGS, params=["-fast2"])
+            except Exception as exc:  # exiftool died or spoke garbage: dates fall back
+                log.warning("exiftool failed on a batch of %d files: %s", len(chunk), exc)
+                continue
+            for tags in results:
+                path = names.get(tags.get("SourceFile", ""))
+                if path is not None:
+                    out[path] = tags
+        return out
+
+    def _name_for(self, path: bytes, index: int) -> str:
+        """A name exiftool's argument file can carry: the path, or a symlink alias to it."""
+        try:
+            text = path.decode("utf-8")
+            if text.isprintable():
+                return text
+        except UnicodeDecodeError:
+            pass
+        alias = os.path.join(self._aliases.name, f"{index}{_ext(path)}")
+        if not os.path.lexists(alias):
+            os.symlink(path, alias)
+        return alias
+
+
+def _ext(path: bytes) -> str:
+    ext = os.path.splitext(path)[1].decode("ascii", "replace")
+    return ext if ext.isalnum() or ext[1:].isalnum() else ""
+
+
+def capture_of(tags: dict[str, Any], mtime: float, zone: tzinfo | None) -> Capture:
+    """The capture time by the precedence rules, with the source it came from."""
+    make = _text(tags.get("EXIF:Make") or tags.get("QuickTime:Make"))
+    model = _text(tags.get("EXIF:Model") or tags.get("QuickTime:Model"))
+    for source, date_tag, subsec_tag, offset_tags in (
+        ("DateTimeOriginal", "EXIF:DateTimeOriginal", "EXIF:SubSecTimeOriginal",
+         ("EXIF:OffsetTimeOriginal", "EXIF:OffsetTime")),
+        ("CreateDate", "EXIF:CreateDate", "EXIF:SubSecTimeDigitized",
+         ("EXIF:OffsetTimeDigitized", "EXIF:OffsetTime")),
+    ):
+        local = parse_exif_date(tags.get(date_tag), tags.get(subsec_tag))
+        if local is None:
+            continue
+        offset = next((o for t in offset_tags if (o := parse_offset(tags.get(t)))), None)
+        if offset is not None:
+            instant = local.replace(tzinfo=offset)
+            return Capture(local, instant, format_offset(offset), source, make, model)
+        return Capture(local, _assume(local, zone), None, source, make, model)
+    utc = parse_exif_date(tags.get("QuickTime:CreateDate"), None)
+    if utc is not None:
+        instant = utc.replace(tzinfo=UTC)
+        return Capture(_wall(instant, zone), instant, None, "QuickTime:CreateDate", make, model)
+    instant = datetime.fromtimestamp(mtime, UTC)
+    return Capture(_wall(instant, zone), instant, None, "mtime", make, model)
+
+
+def parse_exif_date(value: Any, subsec: Any) -> datetime | None:
+    """'2024:07:01 14:03:22' (+ '123' sub-seconds) as a naive datetime; None if unusable."""
+    if not isinstance(value, str):
+        return None
+    m = _DATE.match(value.strip())
+    if not m:
+        return None
+    try:
+        y, mo, d, h, mi, sec = (int(g) for g in m.groups()[:6])
+        dt = datetime(y, mo, d, h, mi, sec)
+    except ValueError:  # 0000:00:00 00:00:00 and friends
+        return None
+    fraction = m.group(7)[1:] if m.group(7) else _digits(subsec)
+    if fraction:
+        dt = dt.replace(microsecond=int(fraction[:6].ljust(6, "0")))
+    return dt
+
+
+def parse_offset(value: Any) -> timezone | None:
+    if not isinstance(value, str):
+        return None
+    m = _OFFSET.match(value.strip())
+    if not m:
+        return None
+    minutes = int(m.group(2)) * 60 + int(m.group(3))
+    if minutes > 14 * 60:
+        return None
+    return timezone(timedelta(minutes=-minutes if m.group(1) == "-" else minutes))
+
+
+def format_offset(tz: timezone) -> str:
+    delta = tz.utcoffset(None)
+    minutes = int(delta.total_seconds() // 60)
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def _assume(local: datetime, zone: tzinfo | None) -> datetime:
+    """The instant of a wall-clock time with no stated offset, in the configured zone."""
+    return local.replace(tzinfo=zone) if zone is not None else local.astimezone()
+
+
+def _wall(instant: datetime, zone: tzinfo | None) -> datetime:
+    return instant.astimezone(zone).replace(tzinfo=None)
+
+
+def _digits(value: Any) -> str:
+    text = str(value).strip() if value is not None else ""
+    return text if text.isdigit() else ""
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = " ".join(str(value).split())
+    return text or None

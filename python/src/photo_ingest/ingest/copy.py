@@ -1,0 +1,273 @@
+"""Copy a file from the card in one pass, hashing as it goes, and make it durable.
+
+The card is read exactly once: each buffer is hashed (SHA-1, Immich's checksum) and
+written to a temp file in the library's incoming folder. Then the temp file is fsynced
+and verified - by size, or for `verify = "full"` by re-reading it *from storage* (its
+pages are dropped from the cache first) and comparing hashes. Only then may it be
+published, by a hard link that cannot replace anything, and the folder fsynced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from queue import Queue
+
+Progress = Callable[[int], None]
+
+INCOMING = b".incoming"
+TEMP_SUFFIX = b".part"
+HOST = socket.gethostname()
+
+
+class SourceError(OSError):
+    """Reading the source failed (a pulled card, a bad sector, a file that changed)."""
+
+
+class VerifyError(RuntimeError):
+    """The copy on storage does not match what was read from the source."""
+
+
+class DestinationFull(OSError):
+    """The library's filesystem ran out of space (or quota)."""
+
+
+@dataclass(frozen=True)
+class Copied:
+    temp: bytes
+    sha1: bytes
+    size: int
+
+
+def hash_file(path: bytes, buffer_size: int, progress: Progress | None = None,
+              *, drop_cache: bool = False) -> tuple[bytes, int]:
+    """SHA-1 and length of a file, read sequentially in large buffers."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if drop_cache:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        digest = hashlib.sha1(usedforsecurity=False)
+        buf = bytearray(buffer_size)
+        view = memoryview(buf)
+        total = 0
+        while n := os.readv(fd, [buf]):
+            digest.update(view[:n])
+            total += n
+            if progress:
+                progress(n)
+        if drop_cache:  # leave no cache behind for a file we will not read again soon
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        return digest.digest(), total
+    finally:
+        os.close(fd)
+
+
+def temp_name(incoming: bytes) -> bytes:
+    """A temp path that says which host and process own it, so stale ones can be swept."""
+    token = os.urandom(6).hex()
+    return os.path.join(incoming, f"{HOST}~{os.getpid()}~{token}".encode() + TEMP_SUFFIX)
+
+
+def copy_to_temp(src: bytes, incoming: bytes, *, expected_size: int, buffer_size: int,
+                 verify: str, progress: Progress | None = None) -> Copied:
+    """Read SRC once into a fresh temp file; fsync and verify it. Raises on any doubt."""
+    temp = temp_name(incoming)
+    try:
+        sfd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise SourceError(exc.errno, f"cannot open source file: {exc.strerror}") from exc
+    try:
+        dfd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        os.close(sfd)
+        raise _dest_error(exc, "cannot create temp file") from exc
+    try:
+        os.posix_fadvise(sfd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        sha1, written = _pump(sfd, dfd, buffer_size, progress)
+        if written != expected_size:
+            raise SourceError(errno.EIO, f"file changed size while being read: expected "
+                                         f"{expected_size} bytes, read {written}")
+        _fsync(dfd)
+        if os.fstat(dfd).st_size != written:
+            raise VerifyError(f"size on storage {os.fstat(dfd).st_size} != {written} written")
+        os.posix_fadvise(dfd, 0, 0, os.POSIX_FADV_DONTNEED)
+    except BaseException:
+        os.close(dfd)
+        discard(temp)
+        raise
+    finally:
+        os.close(sfd)
+    os.close(dfd)
+    if verify == "full":
+        try:
+            again, length = hash_file(temp, buffer_size, drop_cache=True)
+        except BaseException:
+            discard(temp)
+            raise
+        if again != sha1 or length != written:
+            discard(temp)
+            raise VerifyError(f"verify failed: the copy on storage has SHA-1 {again.hex()}, "
+                              f"the card's file has {sha1.hex()}")
+    return Copied(temp, sha1, written)
+
+
+def _pump(sfd: int, dfd: int, buffer_size: int, progress: Progress | None) -> tuple[bytes, int]:
+    """Read, hash and write with reads overlapped: a reader thread fills spare buffers.
+
+    Both hashing and os.write release the GIL on large buffers, so the card read of the
+    next buffer runs while this one is hashed and written. Memory stays at 3 buffers.
+    """
+    free: Queue[bytearray] = Queue()
+    for _ in range(3):
+        free.put(bytearray(buffer_size))
+    full: Queue[tuple[bytearray, int] | BaseException | None] = Queue()
+
+    def reader() -> None:
+        try:
+            while True:
+                buf = free.get()
+                if buf is _STOP:
+                    return
+                n = os.readv(sfd, [buf])
+                if n == 0:
+                    full.put(None)
+                    return
+                full.put((buf, n))
+        except OSError as exc:
+            full.put(SourceError(exc.errno, f"reading the source failed: {exc.strerror}"))
+
+    thread = threading.Thread(target=reader, name="card-reader", daemon=True)
+    thread.start()
+    digest = hashlib.sha1(usedforsecurity=False)
+    total = 0
+    try:
+        while (item := full.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            buf, n = item
+            view = memoryview(buf)[:n]
+            digest.update(view)
+            _write_all(dfd, view)
+            total += n
+            free.put(buf)
+            if progress:
+                progress(n)
+    finally:
+        free.put(_STOP)
+        thread.join()
+    return digest.digest(), total
+
+
+_STOP = bytearray()
+
+
+def _write_all(fd: int, data: memoryview) -> None:
+    while data:
+        try:
+            n = os.write(fd, data)
+        except OSError as exc:
+            raise _dest_error(exc, "writing the copy failed") from exc
+        data = data[n:]
+
+
+def _fsync(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        raise _dest_error(exc, "fsync of the copy failed") from exc
+
+
+def _dest_error(exc: OSError, what: str) -> OSError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DestinationFull(exc.errno, f"{what}: library filesystem is full ({exc.strerror})")
+    return OSError(exc.errno, f"{what}: {exc.strerror}")
+
+
+def discard(path: bytes) -> None:
+    """Remove a temp file that may already be gone (published or swept)."""
+    if path:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+def fsync_dir(path: bytes) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def ensure_dir(root: bytes, rel: bytes) -> bytes:
+    """Create ROOT/REL folder by folder, fsyncing each parent so new folders are durable."""
+    path = root
+    for part in rel.split(b"/"):
+        if not part:
+            continue
+        child = os.path.join(path, part)
+        try:
+            os.mkdir(child, 0o755)
+        except FileExistsError:
+            pass
+        else:
+            fsync_dir(path)
+        path = child
+    return path
+
+
+def link_into_place(temp: bytes, final: bytes) -> None:
+    """Publish TEMP at FINAL atomically, never replacing a file (FileExistsError if taken)."""
+    try:
+        os.link(temp, final)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+        # A filesystem without hard links: rename, after checking the name is free.
+        if os.path.lexists(final):
+            raise FileExistsError(errno.EEXIST, "exists", final) from exc
+        os.rename(temp, final)
+        fsync_dir(os.path.dirname(final))
+        return
+    fsync_dir(os.path.dirname(final))
+    os.unlink(temp)
+
+
+def sweep_stale_temps(incoming: bytes, max_age_other_hosts: float = 86400.0) -> list[bytes]:
+    """Remove temp files whose writer is gone: dead pids here, day-old ones from elsewhere."""
+    import time
+
+    removed = []
+    for entry in os.scandir(incoming):
+        if not entry.name.endswith(TEMP_SUFFIX):
+            continue
+        host, _, rest = entry.name.decode("utf-8", "replace").partition("~")
+        pid_text = rest.partition("~")[0]
+        if host == HOST:
+            stale = not pid_text.isdigit() or not process_alive(int(pid_text))
+        else:
+            stale = time.time() - entry.stat().st_mtime > max_age_other_hosts
+        if stale:
+            discard(entry.path)
+            removed.append(entry.path)
+    return removed
+
+
+def process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

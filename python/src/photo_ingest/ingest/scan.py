@@ -1,0 +1,162 @@
+"""Walk a source tree and sort what is there into media, sidecars and skips.
+
+Paths stay bytes from the walk to the copy, so names that are not UTF-8 survive intact.
+Symlinks are never followed (a card has none; a directory source must not lead us out of
+itself), and anything that is not a regular file or a folder is reported and left alone.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+# Folders that filesystems and desktops leave on cards; nothing of the user's is in them.
+SYSTEM_FOLDERS = {
+    b".Trashes", b".Spotlight-V100", b".fseventsd", b".TemporaryItems",
+    b"System Volume Information", b"$RECYCLE.BIN", b"lost+found",
+}
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    path: bytes
+    relpath: bytes
+    size: int
+    mtime: float
+
+
+@dataclass
+class SourceFile:
+    path: bytes
+    relpath: bytes
+    size: int
+    mtime: float
+    media_type: str  # photo | raw | video
+    sidecars: list[Sidecar] = field(default_factory=list)
+
+    @property
+    def name(self) -> bytes:
+        return os.path.basename(self.relpath)
+
+
+@dataclass(frozen=True)
+class Skipped:
+    relpath: bytes
+    reason: str
+    size: int | None = None
+
+
+@dataclass
+class ScanResult:
+    files: list[SourceFile] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size + sum(s.size for s in f.sidecars) for f in self.files)
+
+
+def scan(source: str | bytes, extensions: Mapping[str, tuple[str, ...]]) -> ScanResult:
+    """Everything under SOURCE, sorted by relative path."""
+    root = os.path.abspath(os.fsencode(source))
+    kinds = {ext.encode(): kind for kind, exts in extensions.items() for ext in exts}
+    result = ScanResult()
+    sidecars: list[Sidecar] = []
+    for rel, st_or_reason in _walk(root):
+        if isinstance(st_or_reason, str):
+            result.skipped.append(Skipped(rel, st_or_reason))
+            continue
+        st = st_or_reason
+        name = os.path.basename(rel)
+        kind = kinds.get(os.path.splitext(name)[1][1:].lower())
+        path = os.path.join(root, rel)
+        if name.startswith(b"._"):
+            result.skipped.append(Skipped(rel, "macOS resource fork (._ file)", st.st_size))
+        elif kind is None:
+            ext = os.fsdecode(os.path.splitext(name)[1]) or "(none)"
+            result.skipped.append(Skipped(rel, f"not a media file: extension {ext}", st.st_size))
+        elif kind == "sidecar":
+            sidecars.append(Sidecar(path, rel, st.st_size, st.st_mtime))
+        else:
+            result.files.append(SourceFile(path, rel, st.st_size, st.st_mtime, kind))
+    result.skipped.extend(_attach_sidecars(result.files, sidecars))
+    result.files.sort(key=lambda f: f.relpath)
+    result.skipped.sort(key=lambda s: s.relpath)
+    return result
+
+
+def _walk(root: bytes) -> Iterator[tuple[bytes, os.stat_result | str]]:
+    """(relpath, stat) for regular files, (relpath, reason) for everything passed over."""
+    stack = [b""]
+    while stack:
+        rel_dir = stack.pop()
+        try:
+            entries = sorted(os.scandir(os.path.join(root, rel_dir) if rel_dir else root),
+                             key=lambda e: e.name)
+        except OSError as exc:
+            yield rel_dir or b".", f"unreadable folder: {exc.strerror}"
+            continue
+        for entry in entries:
+            rel = os.path.join(rel_dir, entry.name) if rel_dir else entry.name
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError as exc:
+                yield rel, f"cannot stat: {exc.strerror}"
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                yield rel, _symlink_reason(root, entry.path)
+            elif stat.S_ISDIR(st.st_mode):
+                if entry.name in SYSTEM_FOLDERS:
+                    yield rel, "system folder"
+                else:
+                    stack.append(rel)
+            elif stat.S_ISREG(st.st_mode):
+                yield rel, st
+            else:
+                yield rel, f"not a regular file: {_special_kind(st.st_mode)}"
+
+
+def _symlink_reason(root: bytes, path: bytes) -> str:
+    target = os.path.realpath(path)
+    if not os.path.exists(target):
+        return "symlink: dangling"
+    if os.path.commonpath([root, target]) == root:
+        return "symlink: not followed (its target inside the source is scanned itself)"
+    return "symlink: points outside the source, not followed"
+
+
+def _special_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISBLK(mode) or stat.S_ISCHR(mode):
+        return "device node"
+    return "unknown file type"
+
+
+# Which primary a sidecar belongs to when RAW+JPEG (or video+photo) share a stem.
+_SIDECAR_PREFERENCE = {b".xmp": ("raw", "photo", "video"), b".thm": ("video", "raw", "photo")}
+
+
+def _attach_sidecars(files: list[SourceFile], sidecars: list[Sidecar]) -> list[Skipped]:
+    """Give each sidecar to its primary (same folder, same stem); report orphans."""
+    by_stem: dict[tuple[bytes, bytes], list[SourceFile]] = {}
+    for f in files:
+        folder, name = os.path.split(f.relpath)
+        by_stem.setdefault((folder, os.path.splitext(name)[0].lower()), []).append(f)
+        by_stem.setdefault((folder, name.lower()), []).append(f)  # IMG_1.CR2.xmp style
+    orphans = []
+    for sc in sidecars:
+        folder, name = os.path.split(sc.relpath)
+        stem, ext = os.path.splitext(name)
+        candidates = by_stem.get((folder, stem.lower()), [])
+        order = _SIDECAR_PREFERENCE.get(ext.lower(), ("raw", "photo", "video"))
+        candidates = sorted(candidates, key=lambda f: order.index(f.media_type))
+        if candidates:
+            candidates[0].sidecars.append(sc)
+        else:
+            orphans.append(Skipped(sc.relpath, "sidecar without a primary file", sc.size))
+    return orphans
