@@ -495,70 +495,96 @@ _TYPE_SIZE = {_BYTE: 1, _ASCII: 1, _SHORT: 2, _LONG: 4, _RATIONAL: 8}
 _TYPE_CHAR = {_BYTE: "B", _SHORT: "H", _LONG: "I"}
 
 
-def _tiff_bytes(kind: str, spec: MediaSpec) -> bytes:
-    """Minimal uncompressed RGB TIFF shaped like the requested raw format."""
-    width, height = 64, 48
-    order = ">" if kind == "nef" else "<"
-    pixels = _pixels(spec.seed, width, height)
-    header_len = 16 if kind == "cr2" else 8
+_Field = tuple[int, int, list[int] | bytes]
 
-    fields: list[tuple[int, int, list[int] | bytes]] = [
-        (254, _LONG, [0]),  # NewSubfileType
-        (256, _LONG, [width]),
-        (257, _LONG, [height]),
-        (258, _SHORT, [8, 8, 8]),  # BitsPerSample
-        (259, _SHORT, [1]),  # Compression: none
-        (262, _SHORT, [2]),  # PhotometricInterpretation: RGB
-        (273, _LONG, [0]),  # StripOffsets (patched below)
-        (274, _SHORT, [1]),  # Orientation
-        (277, _SHORT, [3]),  # SamplesPerPixel
-        (278, _LONG, [height]),  # RowsPerStrip
-        (279, _LONG, [len(pixels)]),  # StripByteCounts
-        (282, _RATIONAL, [72, 1]),
-        (283, _RATIONAL, [72, 1]),
-        (284, _SHORT, [1]),  # PlanarConfiguration
-        (296, _SHORT, [2]),  # ResolutionUnit: inch
-    ]
-    if kind == "dng":
-        camera = (spec.model or "samplecard").encode("ascii", "replace") + b"\0"
-        fields += [
-            (50706, _BYTE, [1, 4, 0, 0]),  # DNGVersion
-            (50707, _BYTE, [1, 1, 0, 0]),  # DNGBackwardVersion
-            (50708, _ASCII, camera),  # UniqueCameraModel
-        ]
 
-    def encode(ftype: int, value: list[int] | bytes) -> tuple[int, bytes]:
-        if isinstance(value, bytes):
-            return len(value), value
-        if ftype == _RATIONAL:
-            return len(value) // 2, struct.pack(f"{order}{len(value)}I", *value)
-        return len(value), struct.pack(f"{order}{len(value)}{_TYPE_CHAR[ftype]}", *value)
+def _encode_field(order: str, ftype: int, value: list[int] | bytes) -> tuple[int, bytes]:
+    if isinstance(value, bytes):
+        return len(value), value
+    if ftype == _RATIONAL:
+        return len(value) // 2, struct.pack(f"{order}{len(value)}I", *value)
+    return len(value), struct.pack(f"{order}{len(value)}{_TYPE_CHAR[ftype]}", *value)
 
-    ifd_len = 2 + 12 * len(fields) + 4
-    extra_at = header_len + ifd_len
-    encoded = [encode(ftype, value) for _, ftype, value in fields]
-    extra_len = sum(len(data) + len(data) % 2 for _, data in encoded if len(data) > 4)
-    strip_at = extra_at + extra_len
 
+def _ifd_bytes(order: str, fields: Sequence[_Field], at: int, next_ifd: int) -> bytes:
+    """One IFD at file offset *at*, followed by its out-of-line values."""
+    encoded = [_encode_field(order, ftype, value) for _, ftype, value in fields]
+    extra_at = at + 2 + 12 * len(fields) + 4
     ifd = bytearray(struct.pack(f"{order}H", len(fields)))
     extra = bytearray()
     for (tag, ftype, _), (count, data) in zip(fields, encoded, strict=True):
-        if tag == 273:
-            data = struct.pack(f"{order}I", strip_at)
         if len(data) <= 4:
             ifd += struct.pack(f"{order}HHI", tag, ftype, count) + data.ljust(4, b"\0")
         else:
             ifd += struct.pack(f"{order}HHII", tag, ftype, count, extra_at + len(extra))
             extra += data + b"\0" * (len(data) % 2)
-    ifd += struct.pack(f"{order}I", 0)  # no next IFD
+    ifd += struct.pack(f"{order}I", next_ifd)
+    return bytes(ifd + extra)
 
+
+def _image_fields(width: int, height: int, strip_at: int, subfile: int) -> list[_Field]:
+    return [
+        (254, _LONG, [subfile]),  # NewSubfileType
+        (256, _LONG, [width]),
+        (257, _LONG, [height]),
+        (258, _SHORT, [8, 8, 8]),  # BitsPerSample
+        (259, _SHORT, [1]),  # Compression: none
+        (262, _SHORT, [2]),  # PhotometricInterpretation: RGB
+        (273, _LONG, [strip_at]),  # StripOffsets
+        (274, _SHORT, [1]),  # Orientation
+        (277, _SHORT, [3]),  # SamplesPerPixel
+        (278, _LONG, [height]),  # RowsPerStrip
+        (279, _LONG, [width * height * 3]),  # StripByteCounts
+        (282, _RATIONAL, [72, 1]),
+        (283, _RATIONAL, [72, 1]),
+        (284, _SHORT, [1]),  # PlanarConfiguration
+        (296, _SHORT, [2]),  # ResolutionUnit: inch
+    ]
+
+
+def _tiff_bytes(kind: str, spec: MediaSpec) -> bytes:
+    """Minimal uncompressed RGB TIFF shaped like the requested raw format.
+
+    CR2 gets a second IFD because exiftool's CR2 writer insists on a "raw"
+    IFD at the end of the IFD chain (the CR2 header points at it); with a
+    single IFD it fails with "CR2 image IFD may not be deleted".
+    """
+    order = ">" if kind == "nef" else "<"
+    header_len = 16 if kind == "cr2" else 8
+    sizes = [(64, 48)] + ([(16, 12)] if kind == "cr2" else [])
+    strips = [_pixels(spec.seed + index, w, h) for index, (w, h) in enumerate(sizes)]
+    extra_fields: list[_Field] = []
+    if kind == "dng":
+        camera = (spec.model or "samplecard").encode("ascii", "replace") + b"\0"
+        extra_fields = [
+            (50706, _BYTE, [1, 4, 0, 0]),  # DNGVersion
+            (50707, _BYTE, [1, 1, 0, 0]),  # DNGBackwardVersion
+            (50708, _ASCII, camera),  # UniqueCameraModel
+        ]
+
+    def all_fields(strip_offsets: Sequence[int]) -> list[list[_Field]]:
+        return [
+            _image_fields(w, h, strip_offsets[i], 0 if i == 0 else 1)
+            + (extra_fields if i == 0 else [])
+            for i, (w, h) in enumerate(sizes)
+        ]
+
+    # IFD lengths do not depend on the offset values: lay out once with
+    # dummy offsets, then again with the real ones.
+    lengths = [len(_ifd_bytes(order, f, 0, 0)) for f in all_fields([0] * len(sizes))]
+    ifd_at = [header_len + sum(lengths[:i]) for i in range(len(sizes))]
+    strip_at = [
+        header_len + sum(lengths) + sum(len(s) for s in strips[:i]) for i in range(len(strips))
+    ]
+    ifds = [
+        _ifd_bytes(order, fields, ifd_at[i], ifd_at[i + 1] if i + 1 < len(sizes) else 0)
+        for i, fields in enumerate(all_fields(strip_at))
+    ]
     magic = b"MM\0*" if order == ">" else b"II*\0"
     header = magic + struct.pack(f"{order}I", header_len)
     if kind == "cr2":
-        header += b"CR\x02\x00" + struct.pack("<I", header_len)  # CR2 sig + raw IFD
-    out = header + bytes(ifd) + bytes(extra)
-    assert len(out) == strip_at
-    return out + pixels
+        header += b"CR\x02\x00" + struct.pack("<I", ifd_at[-1])  # sig + last ("raw") IFD
+    return header + b"".join(ifds) + b"".join(strips)
 
 
 def _box(kind: bytes, *parts: bytes) -> bytes:

@@ -62,7 +62,10 @@ def example_values() -> dict[str, Any]:
 
 def render(template: str, vals: dict[str, Any]) -> str:
     """The relative library path for these values, every component sanitised."""
-    parts = [sanitize(p) for p in template.format(**vals).split("/") if p]
+    # Values are made separator-free first: only the template itself makes folders.
+    safe = {k: v.replace("/", "_").replace("\\", "_") if isinstance(v, str) else v
+            for k, v in vals.items()}
+    parts = [sanitize(p) for p in template.format(**safe).split("/") if p]
     if not parts:
         raise ValueError("renders to an empty path")
     return "/".join(parts)

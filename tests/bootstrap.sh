@@ -1,0 +1,32 @@
+# Sourced by tests/run and tests/demo: installs what they need on a fresh Debian machine.
+# Idempotent and quick when everything is already there.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV="$ROOT/.venv"
+
+_apt() {
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "bootstrap: installing Debian packages: $*" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+missing=()
+command -v exiftool >/dev/null || missing+=(libimage-exiftool-perl)
+command -v initdb >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null \
+  || missing+=(postgresql)
+command -v runuser >/dev/null || missing+=(util-linux)
+python3 -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then _apt "${missing[@]}"; fi
+
+stamp="$VENV/.photo-ingest-stamp"
+want=$(cat "$ROOT/python/pyproject.toml" | sha1sum | cut -c1-40)
+if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "bootstrap: preparing $VENV" >&2
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip >/dev/null
+  "$VENV/bin/pip" install -q -e "$ROOT/python[test,binary]"
+  echo "$want" > "$stamp"
+fi
+export PATH="$VENV/bin:$PATH"
