@@ -15,14 +15,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from support import samplecard  # noqa: E402
-from support.samplecard import MediaSpec, build_card, sample_card, write_media  # noqa: E402
+from support import samplecard
+from support.samplecard import MediaSpec, build_card, sample_card, write_media
 
 pytestmark = pytest.mark.skipif(shutil.which("exiftool") is None, reason="exiftool not installed")
 
 DTO = "2024:06:01 10:11:12"
 CREATE = "2024:06:01 08:11:12"
-FULL = {
+FULL: dict[str, Any] = {
     "datetime_original": DTO,
     "offset": "+02:00",
     "subsec": "123",
@@ -185,15 +185,16 @@ def test_size_padding_keeps_tags(tmp_path: Path, kind: str) -> None:
 
 
 def test_build_card_batches_exiftool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[list[str]] = []
-    real_run = subprocess.run
+    started: list[list[str]] = []
+    real_popen = subprocess.Popen
 
-    def counting_run(args: list[str], **kwargs: Any) -> Any:
-        calls.append(list(args))
-        return real_run(args, **kwargs)
+    class CountingPopen(real_popen):  # type: ignore[misc,valid-type]
+        def __init__(self, args: Any, *rest: Any, **kwargs: Any) -> None:
+            started.append([str(a) for a in args])
+            super().__init__(args, *rest, **kwargs)
 
-    monkeypatch.setattr(samplecard.subprocess, "run", counting_run)
-    monkeypatch.setattr(samplecard.subprocess, "Popen", None)  # no other way in
+    # every process started through the subprocess module goes through Popen
+    monkeypatch.setattr(subprocess, "Popen", CountingPopen)
     before = samplecard.exiftool_runs
     specs = [
         MediaSpec(relpath=f"DCIM/100TEST/IMG_{i:04d}.{ALL_KINDS[kind]}", kind=kind, seed=i, **FULL)
@@ -201,8 +202,8 @@ def test_build_card_batches_exiftool(tmp_path: Path, monkeypatch: pytest.MonkeyP
     ]
     paths = build_card(tmp_path, specs)
     assert len(paths) == len(specs) == 60
-    assert len(calls) == 1
-    assert calls[0][0] == "exiftool"
+    assert len(started) == 1
+    assert Path(started[0][0]).name == "exiftool"
     assert samplecard.exiftool_runs == before + 1
 
 

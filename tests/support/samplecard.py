@@ -102,7 +102,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from PIL import Image
+from PIL import Image, ImageChops
 
 __all__ = [
     "KINDS",
@@ -123,6 +123,8 @@ _VIDEO_KINDS = frozenset({"mp4", "mov"})
 _TIFF_KINDS = frozenset({"dng", "cr2", "nef"})
 
 _MIB = 1 << 20
+_FILES_PER_PROCESS = 100  # files per exiftool process before splitting a batch
+_MAX_PROCESSES = 4  # concurrent exiftool processes for big batches
 
 #: Number of exiftool processes started by this module (for tests).
 exiftool_runs = 0
@@ -384,25 +386,7 @@ _SUMMARY = re.compile(r"^\s*(\d+) (?:image )?files? (updated|created|unchanged)"
 _FAILED = re.compile(r"^\s*(\d+) files? weren't (?:updated|created)", re.MULTILINE)
 
 
-def _run_exiftool(args: Sequence[str]) -> subprocess.CompletedProcess[str]:
-    """Run one exiftool process (counted in :data:`exiftool_runs`)."""
-    global exiftool_runs
-    exiftool_runs += 1
-    env = {**os.environ, "TZ": "UTC"}
-    return subprocess.run(
-        [EXIFTOOL, *args],
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        env=env,
-        check=False,
-    )
-
-
-def _run_exiftool_batch(jobs: Sequence[_Job]) -> None:
-    if not jobs:
-        return
+def _argfile_lines(jobs: Sequence[_Job]) -> list[str]:
     lines: list[str] = []
     for index, job in enumerate(jobs):
         if index:
@@ -412,21 +396,57 @@ def _run_exiftool_batch(jobs: Sequence[_Job]) -> None:
             lines += ["-o", target, *job.tag_args]
         else:
             lines += ["-overwrite_original", *job.tag_args, target]
-    fd, argfile = tempfile.mkstemp(prefix="samplecard-", suffix=".args")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write("\n".join(lines) + "\n")
-        proc = _run_exiftool(["-@", argfile])
-    finally:
-        Path(argfile).unlink()
+    return lines
 
-    done = sum(int(n) for n, what in _SUMMARY.findall(proc.stdout) if what != "unchanged")
-    problems = [line for line in proc.stderr.splitlines() if line.startswith(("Error", "Warning"))]
-    if proc.returncode != 0 or problems or _FAILED.search(proc.stdout) or done != len(jobs):
-        raise RuntimeError(
-            f"exiftool wrote {done}/{len(jobs)} files (rc={proc.returncode})\n"
-            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-        )
+
+def _run_exiftool_batch(jobs: Sequence[_Job]) -> None:
+    """Write all tags with ``exiftool -@ argfile`` (one ``-execute`` block per
+    file).  Up to ``_FILES_PER_PROCESS`` files share one process; bigger
+    batches are split over at most ``_MAX_PROCESSES`` concurrent processes."""
+    global exiftool_runs
+    if not jobs:
+        return
+    processes = min(_MAX_PROCESSES, os.cpu_count() or 1, -(-len(jobs) // _FILES_PER_PROCESS))
+    processes = max(processes, 1)
+    chunks = [list(jobs[index::processes]) for index in range(processes)]
+    env = {**os.environ, "TZ": "UTC"}  # Keys:CreationDate without offset gets the local zone
+    with tempfile.TemporaryDirectory(prefix="samplecard-") as tmp:
+        running: list[tuple[list[_Job], subprocess.Popen[str]]] = []
+        try:
+            for index, chunk in enumerate(chunks):
+                argfile = Path(tmp) / f"args{index}.txt"
+                argfile.write_text("\n".join(_argfile_lines(chunk)) + "\n", encoding="utf-8")
+                exiftool_runs += 1
+                proc = subprocess.Popen(
+                    [EXIFTOOL, "-@", str(argfile)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    encoding="utf-8",
+                    errors="replace",
+                    env=env,
+                )
+                running.append((chunk, proc))
+            failures: list[str] = []
+            for chunk, proc in running:
+                stdout, stderr = proc.communicate()
+                done = sum(int(n) for n, what in _SUMMARY.findall(stdout) if what != "unchanged")
+                problems = [
+                    line for line in stderr.splitlines() if line.startswith(("Error", "Warning"))
+                ]
+                if proc.returncode or problems or _FAILED.search(stdout) or done != len(chunk):
+                    failures.append(
+                        f"exiftool wrote {done}/{len(chunk)} files (rc={proc.returncode})\n"
+                        f"stdout:\n{stdout}\nstderr:\n{stderr}"
+                    )
+        finally:
+            for _, proc in running:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    if failures:
+        raise RuntimeError("\n".join(failures))
 
 
 # --------------------------------------------------------------------------
@@ -451,31 +471,31 @@ def _image_size(kind: str) -> tuple[int, int]:
     return (160, 120) if kind == "thm" else (64, 48)
 
 
-def _clamp(value: int) -> int:
-    return max(0, min(value, 255))
-
-
 def _pixels(seed: int, width: int, height: int) -> bytes:
     """RGB pixels: seeded colour + seeded noise + the low 32 seed bits as
     light/dark 8x8 blocks (survives JPEG compression, so different seeds
     always give different JPEG bytes)."""
     rng = random.Random(f"samplecard-pixels-{seed}")
     base = [rng.randrange(60, 196) for _ in range(3)]
-    noise = rng.randbytes(width * height * 3)
+    noise = Image.frombytes("RGB", (width, height), rng.randbytes(width * height * 3))
+    # per-channel lookup: base colour + jitter in [-8, 8] (stays within 52..203)
+    image = noise.point([base[c] + value % 17 - 8 for c in range(3) for value in range(256)])
     bits = seed & 0xFFFFFFFF
-    blocks_per_row = width // 8
-    out = bytearray(width * height * 3)
-    for y in range(height):
-        for x in range(width):
-            block = (y // 8) * blocks_per_row + x // 8
-            tone = 0
-            if block < 32:
-                tone = 50 if (bits >> block) & 1 else -50
-            offset = (y * width + x) * 3
-            for channel in range(3):
-                jitter = noise[offset + channel] % 17 - 8
-                out[offset + channel] = _clamp(base[channel] + tone + jitter)
-    return bytes(out)
+    columns, rows = width // 8, height // 8
+    light = bytearray(columns * rows)
+    dark = bytearray(columns * rows)
+    for block in range(min(32, columns * rows)):
+        if (bits >> block) & 1:
+            light[block] = 50
+        else:
+            dark[block] = 50
+
+    def blocks(values: bytearray) -> Image.Image:
+        small = Image.frombytes("L", (columns, rows), bytes(values))
+        return small.resize((width, height), Image.Resampling.NEAREST).convert("RGB")
+
+    image = ImageChops.subtract(ImageChops.add(image, blocks(light)), blocks(dark))
+    return image.tobytes()
 
 
 def _image_bytes(kind: str, seed: int) -> bytes:

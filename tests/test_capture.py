@@ -1,0 +1,88 @@
+"""Capture dates: the parsing rules, and exiftool batch reads that survive hostile names."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from support.samplecard import MediaSpec, build_card
+
+from photo_ingest.ingest import capture
+from photo_ingest.ingest.capture import CaptureReader, capture_of, parse_exif_date, parse_offset
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+@pytest.mark.parametrize(("value", "subsec", "expected"), [
+    ("2024:06:01 09:15:02", None, datetime(2024, 6, 1, 9, 15, 2)),
+    ("2024:06:01 09:15:02", "05", datetime(2024, 6, 1, 9, 15, 2, 50_000)),
+    ("2024:06:01 09:15:02", "050", datetime(2024, 6, 1, 9, 15, 2, 50_000)),
+    ("2024:06:01 09:15:02.7", "123", datetime(2024, 6, 1, 9, 15, 2, 700_000)),
+    ("2024:06:01 09:15:02+02:00", None, datetime(2024, 6, 1, 9, 15, 2)),
+    ("0000:00:00 00:00:00", None, None),
+    ("    :  :     :  :  ", None, None),
+    ("2024:13:01 00:00:00", None, None),
+    (None, None, None),
+    (20240601, None, None),
+])
+def test_parse_exif_date(value: object, subsec: object, expected: datetime | None) -> None:
+    assert parse_exif_date(value, subsec) == expected
+
+
+@pytest.mark.parametrize(("value", "minutes"), [
+    ("+02:00", 120), ("-03:30", -210), ("+0545", 345), ("Z", None), ("+25:00", None),
+])
+def test_parse_offset(value: str, minutes: int | None) -> None:
+    tz = parse_offset(value)
+    assert (tz.utcoffset(None) if tz else None) == (
+        timedelta(minutes=minutes) if minutes is not None else None)
+
+
+def test_precedence_and_zones() -> None:
+    tags = {"EXIF:CreateDate": "2024:01:02 03:04:05", "EXIF:OffsetTimeDigitized": "-05:00",
+            "QuickTime:CreateDate": "2020:01:01 00:00:00"}
+    c = capture_of(tags, 0.0, BERLIN)
+    assert (c.source, c.offset) == ("CreateDate", "-05:00")
+    assert c.instant == datetime(2024, 1, 2, 8, 4, 5, tzinfo=UTC)
+    winter = capture_of({"EXIF:DateTimeOriginal": "2024:01:15 12:00:00"}, 0.0, BERLIN)
+    assert winter.instant.utcoffset() == timedelta(hours=1) and winter.offset is None
+    qt = capture_of({"QuickTime:CreateDate": "2024:07:01 22:30:00"}, 0.0,
+                    timezone(timedelta(hours=-7)))
+    assert (qt.local, qt.source) == (datetime(2024, 7, 1, 15, 30), "QuickTime:CreateDate")
+    fallback = capture_of({"QuickTime:CreateDate": "0000:00:00 00:00:00"}, 86400.0, UTC)
+    assert (fallback.local, fallback.source) == (datetime(1970, 1, 2), "mtime")
+
+
+def test_reader_handles_hostile_names_in_one_process(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    build_card(tmp_path, [
+        MediaSpec(f"DCIM/{i}.JPG", "jpeg", datetime_original="2024:06:01 10:00:00",
+                  offset="+02:00", seed=i) for i in range(300)
+    ])
+    root = os.fsencode(tmp_path / "DCIM")
+    hostile = [b"caf\xe9.JPG", b"new\nline.JPG", b"tab\there.JPG", b"-n.JPG"]
+    for i, name in enumerate(hostile):
+        os.rename(os.path.join(root, f"{i}.JPG".encode()), os.path.join(root, name))
+    corrupt = os.path.join(root, b"corrupt.JPG")
+    with open(corrupt, "wb") as fh:
+        fh.write(b"\xff\xd8\xff\xe1garbage")
+    paths = sorted(os.path.join(root, n) for n in os.listdir(root))
+    started = []
+    real = capture.exiftool.ExifToolHelper.run
+
+    def count_run(self: object) -> None:
+        started.append(1)
+        real(self)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(capture.exiftool.ExifToolHelper, "run", count_run)
+    with CaptureReader() as reader:
+        tags = reader.read(paths)
+    assert len(started) == 1  # one exiftool process for 301 files
+    assert tags[corrupt].get("EXIF:DateTimeOriginal") is None
+    for name in hostile:
+        assert tags[os.path.join(root, name)]["EXIF:DateTimeOriginal"] == "2024:06:01 10:00:00"
+    dated = [p for p in paths if tags[p].get("EXIF:OffsetTimeOriginal") == "+02:00"]
+    assert len(dated) == 300
