@@ -1,0 +1,194 @@
+"""Kill -9 at any instant, SIGTERM, two ingesters at once, a full disk, racing migrations."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from conftest import run_cli
+from helpers import (
+    assert_catalog_matches_disk, incoming, ingest_json, library_files, random_files,
+    source_hashes,
+)
+
+from photo_ingest import catalog
+from photo_ingest.catalog.migrate import available
+
+
+def start_ingest(config: Path, source: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "photo_ingest", "--config", str(config),
+                             "ingest", str(source), "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.002)
+
+
+def part_file_growing(library: Path) -> bool:
+    folder = library / ".incoming"
+    try:
+        return any(e.stat().st_size > 0 for e in os.scandir(folder))
+    except FileNotFoundError:
+        return False
+
+
+def assert_every_source_file_once(db: psycopg.Connection[Any], library: Path,
+                                  sources: dict[str, str]) -> None:
+    on_disk = assert_catalog_matches_disk(db, library)
+    assert sorted(on_disk.values()) == sorted(set(sources.values()))
+
+
+@pytest.fixture
+def big_card(tmp_path: Path) -> Path:
+    card = tmp_path / "card"
+    random_files(card / "DCIM/100TEST", 12, 4_000_000, seed=1)
+    for jpg in list((card / "DCIM/100TEST").iterdir())[:3]:
+        jpg.with_suffix(".XMP").write_bytes(b"<x:xmpmeta>" + jpg.name.encode() + b"</x>")
+    return card
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_instants_then_resume(big_card: Path, library: Path, config: Path,
+                                               db: psycopg.Connection[Any]) -> None:
+    rng = random.Random(20241121)
+    sources = source_hashes(big_card)
+    kills = 0
+    for _ in range(12):
+        proc = start_ingest(config, big_card)
+        time.sleep(rng.uniform(0.25, 1.2))  # start-up, scan, copy, verify, publish
+        if proc.poll() is None:
+            proc.kill()
+            kills += 1
+        proc.communicate()
+        assert not [p for p in library_files(library) if p.endswith(".part")]
+    # and once exactly mid-copy, with a temp file half written
+    proc = start_ingest(config, big_card)
+    wait_for(lambda: part_file_growing(library) or proc.poll() is not None)
+    proc.kill()
+    proc.communicate()
+    assert kills >= 4, "the kills should mostly land while the ingest runs"
+    final = ingest_json(run_cli(config, "ingest", big_card, "--json"))
+    assert final["status"] == "completed" and final["files"]["failed"] == 0
+    assert_every_source_file_once(db, library, sources)
+    statuses = [r["status"] for r in db.execute("SELECT status FROM ingest_sessions")]
+    assert "running" not in statuses and statuses.count("interrupted") >= kills
+    assert set(statuses) <= {"interrupted", "completed"}
+
+
+def test_sigterm_mid_copy_stops_cleanly(big_card: Path, library: Path, config: Path,
+                                        db: psycopg.Connection[Any]) -> None:
+    proc = start_ingest(config, big_card)
+    wait_for(lambda: part_file_growing(library))
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    summary = ingest_json(subprocess.CompletedProcess([], 1, out, err))
+    assert summary["status"] == "interrupted"
+    assert summary["error"] == "stopped by SIGTERM"
+    assert incoming(library) == []
+    not_reached = [o for o in summary["outcomes"] if o["outcome"] == "failed"]
+    assert not_reached and all(o["reason"] == "not attempted: stopped by SIGTERM"
+                               for o in not_reached)
+    assert_catalog_matches_disk(db, library)
+    row = db.execute("SELECT status, error FROM ingest_sessions").fetchone()
+    assert row == {"status": "interrupted", "error": "stopped by SIGTERM"}
+    final = ingest_json(run_cli(config, "ingest", big_card, "--json"))
+    assert final["status"] == "completed"
+    assert_every_source_file_once(db, library, source_hashes(big_card))
+
+
+def test_two_ingesters_at_once_store_shared_files_once(tmp_path: Path, library: Path,
+                                                       config: Path,
+                                                       db: psycopg.Connection[Any]) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    shared = random_files(a / "DCIM/100A", 20, 200_000, seed=7)
+    for f in shared:  # the same bytes, under the same names, on a second card
+        (b / "DCIM/100B").mkdir(parents=True, exist_ok=True)
+        shutil.copy2(f, b / "DCIM/100B" / f.name)
+    random_files(a / "DCIM/100A", 5, 200_000, seed=8)
+    random_files(b / "DCIM/100B", 5, 200_000, seed=9)
+    procs = [start_ingest(config, a), start_ingest(config, b)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [r[1] for r in results]
+    summaries = [ingest_json(subprocess.CompletedProcess([], 0, o, e)) for o, e in results]
+    copied = sum(s["files"]["copied"] for s in summaries)
+    duplicate = sum(s["files"]["duplicate"] for s in summaries)
+    assert (copied, duplicate) == (30, 20)
+    assert_every_source_file_once(db, library, {**source_hashes(a), **source_hashes(b)})
+
+
+def test_concurrent_first_starts_migrate_once(dsn: str) -> None:
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            catalog.connect(dsn).close()
+        except BaseException as exc:  # collected and asserted on below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with psycopg.connect(dsn) as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
+    assert versions == [v for v, _, _ in available()]
+
+
+@pytest.fixture
+def small_library(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """A 64 MB ext4 filesystem on a loop device, mounted where the library goes."""
+    image, mount = tmp_path / "lib.img", tmp_path / "library"
+    mount.mkdir()
+    subprocess.run(["truncate", "-s", "64M", image], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-m", "0", image], check=True)
+    if subprocess.run(["mount", "-o", "loop", image, mount], capture_output=True).returncode:
+        pytest.skip("loop mounts are not available here")
+    try:
+        yield image, mount
+    finally:
+        subprocess.run(["umount", "-l", mount], check=False)
+
+
+def test_full_disk_stops_cleanly_and_resumes_when_space_is_freed(
+        tmp_path: Path, small_library: tuple[Path, Path], make_config: Callable[..., Path],
+        dsn: str) -> None:
+    _, library = small_library
+    config = make_config()
+    config.write_text(config.read_text().replace(str(tmp_path / "library"), str(library)))
+    ballast = library / "someone-elses-files.bin"  # leaves about 20 MB free
+    ballast.write_bytes(b"\0" * (shutil.disk_usage(library).free - 20_000_000))
+    card = tmp_path / "card"
+    random_files(card / "DCIM", 8, 4_000_000, seed=3)  # 32 MB into ~20 MB free
+    result = run_cli(config, "ingest", card, "--json")
+    assert result.returncode == 1
+    summary = ingest_json(result)
+    assert summary["status"] == "failed"
+    assert "library filesystem is full" in summary["error"]
+    assert "still to copy" in summary["error"] and "free at least" in summary["error"]
+    assert 0 < summary["files"]["copied"] < 8
+    assert summary["files"]["copied"] + summary["files"]["failed"] == 8
+    with psycopg.connect(dsn, row_factory=psycopg.rows.dict_row, autocommit=True) as db:
+        ballast.unlink()  # the user frees space
+        assert_catalog_matches_disk(db, library)  # nothing partial, nothing uncatalogued
+        again = ingest_json(run_cli(config, "ingest", card, "--json"))
+        assert again["status"] == "completed"
+        assert again["files"]["copied"] == 8 - summary["files"]["copied"]
+        assert_every_source_file_once(db, library, source_hashes(card))
