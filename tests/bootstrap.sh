@@ -24,9 +24,14 @@ stamp="$VENV/.photo-ingest-stamp"
 want=$(cat "$ROOT/python/pyproject.toml" | sha1sum | cut -c1-40)
 if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "bootstrap: preparing $VENV" >&2
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-  "$VENV/bin/pip" install -q -e "$ROOT/python[test,binary]"
+  log="$(mktemp)"
+  if ! { python3 -m venv "$VENV" && "$VENV/bin/pip" install --upgrade pip \
+         && "$VENV/bin/pip" install -e "$ROOT/python[test,binary]"; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "bootstrap: installing the Python packages failed (log above)" >&2
+    exit 1
+  fi
+  rm -f "$log"
   echo "$want" > "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"

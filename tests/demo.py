@@ -43,10 +43,10 @@ def demo(work: Path, dsn: str) -> int:
     config = work / "config.toml"
     config.write_text(f'[library]\npath = "{library}"\n\n[database]\nurl = "{dsn}"\n\n'
                       '[ingest]\ntimezone = "Europe/Berlin"\nverify = "full"\n')
-    step("The sample card", ["find", str(card), "-type", "f"], cwd=work)
+    step("The sample card", ["sh", "-c", "find card -type f | sort"], cwd=work)
     rc = step("photo-ingest ingest card/", ["photo-ingest", "--config", str(config), "ingest",
                                            str(card)])
-    step("The library it built", ["find", ".", "-not", "-path", "./.incoming*", "-type", "f"],
+    step("The library it built", ["sh", "-c", "find . -type f -not -path './.incoming/*' | sort"],
          cwd=library)
     step("Every file's state (photo-ingest sessions 1)",
          ["photo-ingest", "--config", str(config), "sessions", "1"])

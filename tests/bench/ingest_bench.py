@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -41,7 +42,7 @@ from typing import Any, Protocol
 
 REPO = Path(__file__).resolve().parents[2]
 GIB = 1 << 30
-CHUNK = 8 << 20
+CHUNK = 1 << 20  # small, to keep this process's own peak RSS low (see run_child)
 MB = 1e6  # figures are reported in decimal megabytes, as `cp`/file managers do
 MTIME_BASE = 1_719_828_000  # 2024-07-01 10:00 UTC: spreads files over a few day folders
 
@@ -74,6 +75,7 @@ class Run:
     contender: str
     seconds: float
     maxrss_kib: int
+    rss_floor_kib: int  # this process's peak when it spawned the child: see run_child
     ingest_seconds: float | None = None  # photo-ingest's own figure: no interpreter startup
 
 
@@ -137,8 +139,14 @@ def drop_caches() -> str | None:
     return None
 
 
-def run_child(argv: list[str], out: Path, err: Path) -> tuple[float, int]:
-    """Wall time and peak RSS (KiB) of ARGV; raises with its stderr if it fails."""
+def run_child(argv: list[str], out: Path, err: Path) -> tuple[float, int, int]:
+    """Wall time, peak RSS and RSS floor (KiB) of ARGV; raises with its stderr if it fails.
+
+    Linux carries a process's peak RSS across exec, and a child spawned by vfork or fork
+    starts from its parent's peak: ru_maxrss is max(our peak at spawn, the child's real
+    peak). So it is exact only when above that floor, which is returned to check.
+    """
+    floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with out.open("wb") as fout, err.open("wb") as ferr:
         start = time.monotonic()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fout, stderr=ferr)
@@ -149,7 +157,7 @@ def run_child(argv: list[str], out: Path, err: Path) -> tuple[float, int]:
     if proc.returncode != 0:
         tail = err.read_text(errors="replace")[-2000:]
         raise RuntimeError(f"{argv[:4]}... exited {proc.returncode}:\n{tail}")
-    return seconds, usage.ru_maxrss
+    return seconds, usage.ru_maxrss, floor
 
 
 def contender_argv(bench: Bench, key: str, run_dir: Path, seq: int) -> list[str]:
@@ -184,8 +192,7 @@ def run_one(bench: Bench, key: str, seq: int) -> Run:
     if note and not bench.cold_cache_note:
         bench.cold_cache_note = note
         log(f"WARNING: {note}")
-    seconds, rss = run_child(argv, run_dir / "stdout", run_dir / "stderr")
-    run = Run(key, seconds, rss)
+    run = Run(key, *run_child(argv, run_dir / "stdout", run_dir / "stderr"))
     if key in "AB":
         check_copy(run_dir / "copy", bench.files)
     else:
@@ -261,6 +268,8 @@ def summarise(bench: Bench) -> dict[str, Any]:
             "median_seconds": round(median, 2),
             "mb_per_s": round(bench.total_bytes / MB / median, 1),
             "peak_rss_mb": round(max(r.maxrss_kib for r in runs) * 1024 / MB, 1),
+            # A peak at or below the floor only says "at most this much" (see run_child).
+            "rss_floor_mb": round(max(r.rss_floor_kib for r in runs) * 1024 / MB, 1),
             "ingest_reported_seconds": [round(s, 2) for s in inside] or None,
         }
     return {"machine": machine(bench.work), "cold_cache": bench.cold_cache_note or "dropped",
@@ -301,11 +310,17 @@ def print_table(result: dict[str, Any]) -> None:
     print(f"{'contender':<42} {'median s':>8} {'MB/s':>7} {'peak RSS MB':>11}  runs (s)")
     for key, c in result["contenders"].items():
         runs = " ".join(f"{x:.1f}" for x in c["seconds"])
+        rss = rss_text(c["peak_rss_mb"], c["rss_floor_mb"])
         print(f"{key}  {c['label']:<39} {c['median_seconds']:>8.1f} {c['mb_per_s']:>7.0f} "
-              f"{c['peak_rss_mb']:>11.0f}  {runs}")
+              f"{rss:>11}  {runs}")
     print(f"\n{'target':<22} {'measured':<12} result")
     for t in result["targets"]:
         print(f"{t['target']:<22} {t['measured']:<12} {'PASS' if t['met'] else 'MISS'}")
+
+
+def rss_text(peak: float, floor: float) -> str:
+    # At or below the floor, ru_maxrss is our own inherited peak, not the child's.
+    return f"{peak:.0f}" if peak > floor else f"<= {floor:.0f}"
 
 
 # --- driver ------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ Kinds (``MediaSpec.kind``)
     ``exiftool -validate`` is clean).  A spec without any tag is left as a
     plain Pillow JFIF file (no EXIF at all) and exiftool is not run on it.
 ``thm``
-    Canon-style video thumbnail: a 160x120 JPEG, tags as for ``jpeg``.
+    Canon-style video thumbnail: a 160x120 JPEG, tags as for ``jpeg``
+    (exiftool reports ``File:FileType`` as ``THM``).
 ``png``
     Pillow PNG.  Tags are written with an explicit ``EXIF:`` group, so
     exiftool stores them in an ``eXIf`` chunk placed *before* ``IDAT`` (hence
@@ -24,7 +25,9 @@ Kinds (``MediaSpec.kind``)
 ``cr2`` / ``nef`` / ``dng``
     "Raw-like" uncompressed RGB TIFFs written by a tiny TIFF writer in this
     module: ``cr2`` is little-endian with the Canon ``CR\\x02\\x00`` header
-    signature at offset 8, ``nef`` is big-endian ("MM", as Nikon writes),
+    signature at offset 8 and a second IFD that the header points to
+    (exiftool's CR2 writer fails with "CR2 image IFD may not be deleted"
+    without one), ``nef`` is big-endian ("MM", as Nikon writes),
     ``dng`` carries ``DNGVersion``/``DNGBackwardVersion``/``UniqueCameraModel``.
     exiftool 12.57 writes them directly under their raw extension (no
     ``.tif`` rename trick was needed); it reports ``FileType`` CR2/NEF/DNG and
@@ -35,10 +38,12 @@ Kinds (``MediaSpec.kind``)
     ``dinf`` and an ``stbl`` with a single ``avc1`` sample description and
     empty sample tables) + ``mdat``.  exiftool refuses to write a file whose
     ``stsd`` has no sample entry ("Can't locate data reference to update
-    offsets"), hence the ``avc1`` entry.  ``create_date`` is written (as
-    given, i.e. UTC per the QuickTime spec; no ``-api QuickTimeUTC``) to
-    ``QuickTime:CreateDate`` (mvhd), ``TrackCreateDate`` and
-    ``MediaCreateDate``.  ``datetime_original`` (+ ``subsec``/``offset``) is
+    offsets"), hence the ``avc1`` entry.  ``create_date`` is written as UTC
+    (QuickTime spec; no ``-api QuickTimeUTC``, so exiftool stores and reads
+    back the value verbatim) to ``QuickTime:CreateDate`` (mvhd),
+    ``TrackCreateDate`` and ``MediaCreateDate``.  A ``+HH:MM``/``Z`` suffix
+    is converted to UTC here, because exiftool 12.57 silently *drops* such a
+    suffix on these tags instead of converting.  ``datetime_original`` (+ ``subsec``/``offset``) is
     written to ``Keys:CreationDate`` (Apple style, read back as group
     ``QuickTime``); exiftool appends the *local* zone when no offset is given,
     so exiftool is run with ``TZ=UTC`` to keep the output machine-independent.
@@ -349,8 +354,9 @@ def _tag_args(spec: MediaSpec) -> list[str]:
             tags.append(("EXIF:ExifImageHeight", str(height)))
     elif kind in _VIDEO_KINDS:
         if spec.create_date:
+            utc = _as_utc(spec.create_date)
             for tag in ("CreateDate", "TrackCreateDate", "MediaCreateDate"):
-                tags.append((f"QuickTime:{tag}", spec.create_date))
+                tags.append((f"QuickTime:{tag}", utc))
         if spec.datetime_original:
             tags.append(("Keys:CreationDate", _xmp_date(spec)))
         if spec.make:
@@ -368,6 +374,19 @@ def _tag_args(spec: MediaSpec) -> list[str]:
             tags.append(("XMP-tiff:Model", spec.model))
         tags.append(("XMP-xmpMM:DocumentID", f"samplecard:{spec.seed}"))
     return [f"-{tag}={value}" for tag, value in tags]
+
+
+_ZONED = re.compile(r"^(\d{4}:\d\d:\d\d \d\d:\d\d:\d\d)(Z|[+-]\d\d:\d\d)$")
+
+
+def _as_utc(value: str) -> str:
+    """``"... 10:00:00+02:00"`` -> ``"... 08:00:00"``; zone-less values as is."""
+    match = _ZONED.match(value)
+    if not match:
+        return value
+    local, zone = match.groups()
+    stamp = _epoch(local, None if zone == "Z" else zone)
+    return time.strftime("%Y:%m:%d %H:%M:%S", time.gmtime(stamp))
 
 
 def _xmp_date(spec: MediaSpec) -> str:

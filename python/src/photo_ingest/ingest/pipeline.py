@@ -134,7 +134,8 @@ class _Run:
             found = scan(self.source, self.cfg.ingest.extensions)
             pending = found.files
             self._record_skips(found)
-            self.reporter.start(len(found.files), found.total_bytes)
+            self.reporter.start(len(found.files) + sum(len(f.sidecars) for f in found.files),
+                                found.total_bytes)
             with CaptureReader(self.cfg.ingest.exiftool) as reader:
                 tags = reader.read(f.path for f in found.files)
             pairs, known = known_by_size_and_name(self.conn, found.files)
