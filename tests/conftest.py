@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from support.pgserver import TempPostgres  # noqa: E402
+from support.pgserver import TempPostgres
 
 _db_names = itertools.count()
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from support.pgserver import TempPostgres  # noqa: E402
-from support.samplecard import sample_card  # noqa: E402
+from support.pgserver import TempPostgres
+from support.samplecard import sample_card
 
 
 def main() -> int:

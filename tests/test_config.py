@@ -38,7 +38,8 @@ def test_env_var_selects_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     ('[libary]\npath = "/x"\n', "unknown key libary"),
     ('[library]\nlayout = "{year}/{nope}"\n', "library.layout: unknown token {nope}"),
     ('[library]\nlayout = "/abs/{filename}"\n', "library.layout: must be a relative"),
-    ('[ingest.extensions]\nphoto = ["jpg", "xmp"]\n', "ingest.extensions.photo: .xmp is already listed under sidecar"),
+    ('[ingest.extensions]\nphoto = ["jpg", "xmp"]\n',
+     "ingest.extensions.photo: .xmp is already listed under sidecar"),
     ('[ingest.extensions]\nvideo = "mp4"\n', "ingest.extensions.video: must be a list"),
     ('[database]\nurl = 5\n', "database.url: must be str, got int"),
     ("[ingest\n", "invalid TOML"),
@@ -61,7 +62,7 @@ def test_password_comes_from_a_file(tmp_path: Path) -> None:
 
 def test_unreadable_password_file_is_named(tmp_path: Path) -> None:
     cfg = config.load(write(tmp_path, '[database]\npassword_file = "missing"\n'))
-    with pytest.raises(config.ConfigError, match="database.password_file: cannot read"):
+    with pytest.raises(config.ConfigError, match=r"database\.password_file: cannot read"):
         cfg.database.conninfo()
 
 

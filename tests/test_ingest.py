@@ -13,7 +13,12 @@ import psycopg
 import pytest
 from conftest import run_cli
 from helpers import (
-    assert_catalog_matches_disk, incoming, ingest_json, library_files, random_files, sha1,
+    assert_catalog_matches_disk,
+    incoming,
+    ingest_json,
+    library_files,
+    random_files,
+    sha1,
     source_hashes,
 )
 from support.samplecard import MediaSpec, build_card, sample_card

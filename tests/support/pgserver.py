@@ -8,6 +8,7 @@ if missing).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -70,11 +71,9 @@ class TempPostgres:
         return self.conninfo(name)
 
     def stop(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):
             self._run(find_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w",
                       "stop")
-        except subprocess.CalledProcessError:
-            pass
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> TempPostgres:

@@ -299,13 +299,15 @@ def _demo_specs() -> list[MediaSpec]:
 
 
 def _build(items: Sequence[tuple[Path, MediaSpec]]) -> None:
-    jobs: list[_Job] = []
-    for path, spec in items:
+    for path, spec in items:  # validate everything before touching the disk
         if spec.kind == "heic":
             raise ValueError("HEIC cannot be produced without extra libraries; use 'png'")
         if spec.kind not in KINDS:
             raise ValueError(f"unknown kind {spec.kind!r}; expected one of {sorted(KINDS)}")
         _check_args(path, spec)
+
+    jobs: list[_Job] = []
+    for path, spec in items:
         path.parent.mkdir(parents=True, exist_ok=True)
         if path.exists() or path.is_symlink():
             path.unlink()

@@ -201,7 +201,8 @@ def _extensions(table: dict[str, Any]) -> dict[str, tuple[str, ...]]:
         for ext in exts:
             if ext in seen and seen[ext] != kind:
                 mine, other = (kind, seen[ext]) if kind in table else (seen[ext], kind)
-                raise ConfigError(f"ingest.extensions.{mine}: .{ext} is already listed under "
-                                  f"{other}; to move it, also set ingest.extensions.{other} without it")
+                raise ConfigError(
+                    f"ingest.extensions.{mine}: .{ext} is already listed under {other}; "
+                    f"to move it, also set ingest.extensions.{other} without it")
             seen[ext] = kind
     return result
