@@ -86,3 +86,25 @@ def test_reader_handles_hostile_names_in_one_process(tmp_path: Path,
         assert tags[os.path.join(root, name)]["EXIF:DateTimeOriginal"] == "2024:06:01 10:00:00"
     dated = [p for p in paths if tags[p].get("EXIF:OffsetTimeOriginal") == "+02:00"]
     assert len(dated) == 300
+
+
+def _boxes(data: bytes) -> list[bytes]:
+    boxes, pos = [], 0
+    while pos < len(data):
+        size = int.from_bytes(data[pos:pos + 4], "big")
+        boxes.append(data[pos:pos + size])
+        pos += size
+    return boxes
+
+
+def test_video_with_mdat_before_moov_still_has_its_date(tmp_path: Path) -> None:
+    """Cameras often write mdat first; -fast2 stops there, so the reader asks again."""
+    build_card(tmp_path, [MediaSpec("DCIM/MVI_1.MP4", "mp4", create_date="2024:02:03 04:05:06",
+                                    seed=1, size=200_000)])
+    path = tmp_path / "DCIM/MVI_1.MP4"
+    boxes = {b[4:8]: b for b in _boxes(path.read_bytes())}
+    assert set(boxes) == {b"ftyp", b"moov", b"mdat"}
+    path.write_bytes(boxes[b"ftyp"] + boxes[b"mdat"] + boxes[b"moov"])  # no sample offsets
+    with CaptureReader() as reader:
+        tags = reader.read([os.fsencode(path)])
+    assert tags[os.fsencode(path)]["QuickTime:CreateDate"] == "2024:02:03 04:05:06"

@@ -8,6 +8,7 @@ QuickTime CreateDate (UTC by the QuickTime spec), and finally the file's mtime.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -27,6 +28,7 @@ TAGS = [
     "EXIF:OffsetTime", "QuickTime:CreateDate", "EXIF:Make", "EXIF:Model",
     "QuickTime:Make", "QuickTime:Model",
 ]
+DATE_TAGS = ("EXIF:DateTimeOriginal", "EXIF:CreateDate", "QuickTime:CreateDate")
 BATCH = 256
 
 _DATE = re.compile(r"^(\d{4}):(\d{2}):(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(\.\d+)?")
@@ -65,14 +67,26 @@ class CaptureReader:
         self._aliases.cleanup()
 
     def read(self, paths: Iterable[bytes]) -> dict[bytes, dict[str, Any]]:
-        """exiftool's tags per path; a path exiftool could not read maps to {}."""
+        """exiftool's tags per path; a path exiftool could not read maps to {}.
+
+        `-fast2` stops at a QuickTime `mdat` box, and many cameras write `mdat` before
+        `moov`: files that came back without any date are asked again with `-fast`, which
+        skips over `mdat` instead of stopping there (still without reading it).
+        """
         paths = list(paths)
+        out = self._read(paths, "-fast2")
+        undated = [p for p in paths if not any(tag in out[p] for tag in DATE_TAGS)]
+        if undated:
+            out.update(self._read(undated, "-fast"))
+        return out
+
+    def _read(self, paths: list[bytes], speed: str) -> dict[bytes, dict[str, Any]]:
         out: dict[bytes, dict[str, Any]] = {p: {} for p in paths}
         for start in range(0, len(paths), BATCH):
             chunk = paths[start:start + BATCH]
-            names = {self._name_for(p, start + i): p for i, p in enumerate(chunk)}
+            names = {self._name_for(p): p for p in chunk}
             try:
-                results = self._et.get_tags(list(names), TAGS, params=["-fast2"])
+                results = self._et.get_tags(list(names), TAGS, params=[speed])
             except Exception as exc:  # exiftool died or spoke garbage: dates fall back
                 log.warning("exiftool failed on a batch of %d files: %s", len(chunk), exc)
                 continue
@@ -82,7 +96,7 @@ class CaptureReader:
                     out[path] = tags
         return out
 
-    def _name_for(self, path: bytes, index: int) -> str:
+    def _name_for(self, path: bytes) -> str:
         """A name exiftool's argument file can carry: the path, or a symlink alias to it."""
         try:
             text = path.decode("utf-8")
@@ -90,7 +104,8 @@ class CaptureReader:
                 return text
         except UnicodeDecodeError:
             pass
-        alias = os.path.join(self._aliases.name, f"{index}{_ext(path)}")
+        digest = hashlib.sha1(path, usedforsecurity=False).hexdigest()
+        alias = os.path.join(self._aliases.name, f"{digest}{_ext(path)}")
         if not os.path.lexists(alias):
             os.symlink(path, alias)
         return alias
