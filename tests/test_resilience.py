@@ -19,6 +19,7 @@ import pytest
 from conftest import run_cli
 from helpers import (
     assert_catalog_matches_disk,
+    catalogued,
     incoming,
     ingest_json,
     library_files,
