@@ -225,3 +225,36 @@ def test_full_disk_stops_cleanly_and_resumes_when_space_is_freed(
         assert again["status"] == "completed"
         assert again["files"]["copied"] == 8 - summary["files"]["copied"]
         assert_every_source_file_once(db, library, source_hashes(card))
+
+
+def test_card_identity_from_a_labelled_filesystem(tmp_path: Path,
+                                                  make_config: Callable[..., Path],
+                                                  db: psycopg.Connection[Any]) -> None:
+    """A real filesystem with a label, mounted read-only: the session knows the card."""
+    image, mount = tmp_path / "card.img", tmp_path / "card"
+    mount.mkdir()
+    subprocess.run(["truncate", "-s", "16M", image], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-L", "EOS_DIGITAL", "-d", _populated(tmp_path),
+                    image], check=True)
+    if subprocess.run(["mount", "-o", "loop,ro", image, mount],
+                      capture_output=True).returncode:
+        pytest.skip("loop mounts are not available here")
+    try:
+        config = make_config(extra='layout = "{card_label}/{filename}"')
+        summary = ingest_json(run_cli(config, "ingest", mount, "--json"))
+    finally:
+        subprocess.run(["umount", "-l", mount], check=False)
+    uuid = subprocess.run(["blkid", "-o", "value", "-s", "UUID", image], capture_output=True,
+                          text=True).stdout.strip()
+    copied = [o["library_path"] for o in summary["outcomes"] if o["outcome"] == "copied"]
+    assert copied == ["EOS_DIGITAL/IMG_001_0000.JPG"]
+    row = db.execute("SELECT card_label, card_uuid, device FROM ingest_sessions").fetchone()
+    assert row is not None
+    assert (row["card_label"], row["card_uuid"]) == ("EOS_DIGITAL", uuid)
+    assert row["device"].startswith("/dev/loop")
+
+
+def _populated(tmp_path: Path) -> str:
+    root = tmp_path / "card-content"
+    random_files(root / "DCIM/100TEST", 1, 10_000, seed=1)
+    return str(root)

@@ -1,9 +1,14 @@
-"""Who is this card? Filesystem UUID, label and reader serial, from udev when known."""
+"""Who is this card? Filesystem UUID, label and reader serial of the device holding a path.
+
+udev's database knows all three when udevd runs; without it (containers, early boot) the
+filesystem's own UUID and label still come from blkid, which reads the superblock.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import subprocess
 
 from photo_ingest.ingest.sessions import Card
 
@@ -17,13 +22,28 @@ def identify(source: str) -> Card:
 
         dev_number = os.stat(source).st_dev
         device = pyudev.Devices.from_device_number(pyudev.Context(), "block", dev_number)
-    except Exception as exc:  # not a block device, no udev database, no pyudev: unknown
-        log.debug("no udev identity for %s: %s", source, exc)
+    except Exception as exc:  # not on a block device (tmpfs, overlay, NFS): no identity
+        log.debug("no block device identity for %s: %s", source, exc)
         return Card()
     props = device.properties
-    return Card(
+    card = Card(
         device=device.device_node,
         uuid=props.get("ID_FS_UUID"),
         label=props.get("ID_FS_LABEL"),
         serial=props.get("ID_SERIAL_SHORT") or props.get("ID_SERIAL"),
     )
+    if card.device and not (card.uuid and card.label):
+        probed = blkid(card.device)
+        card.uuid = card.uuid or probed.get("UUID")
+        card.label = card.label or probed.get("LABEL")
+    return card
+
+
+def blkid(device: str) -> dict[str, str]:
+    """blkid's `-o export` answer for DEVICE as a dict; empty when it cannot tell."""
+    try:
+        out = subprocess.run(["blkid", "-o", "export", device], capture_output=True,
+                             text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
