@@ -166,9 +166,7 @@ class _Run:
         try:
             primary = None
             if (f.size, display(f.name)) in pairs:
-                sha1, n = hash_file(f.path, self.cfg.ingest.buffer_size, self.reporter.advance)
-                if n == f.size and sha1 in known:
-                    primary = Copied(b"", sha1, n)
+                primary = self._known_copy(f, known)
             sidecars = []
             for sc in f.sidecars:
                 copied = self._copy(sc.path, sc.size)
@@ -191,6 +189,14 @@ class _Run:
             self._count(o)
             if o.outcome == "copied":
                 self.counts.bytes_copied += o.size or 0
+
+    def _known_copy(self, f: SourceFile, known: dict[bytes, Any]) -> Copied | None:
+        """Hash a file that looks catalogued; a Copied without temp if it really is."""
+        try:
+            sha1, n = hash_file(f.path, self.cfg.ingest.buffer_size, self.reporter.advance)
+        except OSError as exc:
+            raise SourceError(exc.errno, f"reading the source failed: {exc.strerror}") from exc
+        return Copied(b"", sha1, n) if n == f.size and sha1 in known else None
 
     def _copy(self, path: bytes, size: int, progress: bool = False) -> Copied:
         return copy_to_temp(path, self.incoming, expected_size=size,
