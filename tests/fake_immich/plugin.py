@@ -1,0 +1,58 @@
+"""Pytest fixtures for the fake Immich.
+
+Enable them for every test under ``tests/`` with one line in ``tests/conftest.py``::
+
+    pytest_plugins = ["fake_immich.plugin"]
+
+Fixtures:
+
+``fake_immich``          a started ``FakeImmich`` (no users yet; create keys with
+                         ``fake_immich.create_api_key(...)``), storage under ``tmp_path``.
+``fake_immich_factory``  ``make(**kwargs) -> FakeImmich`` for servers with other settings
+                         (``service_time``, ``upload_service_time``, ``validate``, ...);
+                         every server made is started and stopped by the fixture.
+``immich_key``           an ``all``-permission API key of user ``alice`` on ``fake_immich``.
+
+At teardown every server must have ``validation_errors == []``: a test that provokes
+invalid requests on purpose consumes them with ``server.take_validation_errors()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .server import FakeImmich
+from .validation import format_failures
+
+
+@pytest.fixture
+def fake_immich_factory(tmp_path: Path) -> Iterator[Callable[..., FakeImmich]]:
+    servers: list[FakeImmich] = []
+
+    def make(**kwargs: Any) -> FakeImmich:
+        kwargs.setdefault("storage_dir", tmp_path / f"fake-immich-{len(servers)}")
+        server = FakeImmich(**kwargs)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()
+    failures = [f for server in servers for f in server.validation_errors]
+    assert not failures, ("the fake Immich saw requests or sent responses that do not "
+                          "match Immich's OpenAPI document:\n" + format_failures(failures))
+
+
+@pytest.fixture
+def fake_immich(fake_immich_factory: Callable[..., FakeImmich]) -> FakeImmich:
+    return fake_immich_factory()
+
+
+@pytest.fixture
+def immich_key(fake_immich: FakeImmich) -> str:
+    return fake_immich.create_api_key(user="alice", permissions=["all"])
