@@ -584,3 +584,74 @@ def test_uploads_stream_to_disk(fake_immich: FakeImmich, tmp_path: Path) -> None
     assert server.assets[body["id"]].size == 48 * 1024 * 1024
     assert peak < 16 * 1024 * 1024, f"peak {peak / 1e6:.1f} MB"
 
+
+# --- fidelity check (2): the official CLI ---------------------------------------------------
+
+#: What `immich upload --album` needs; `user.read` is for `immich login`.
+CLI_PERMISSIONS = ["user.read", "asset.upload", "album.read", "album.create",
+                   "albumAsset.create"]
+
+
+@pytest.mark.slow
+def test_official_cli_uploads_to_the_fake(fake_immich: FakeImmich, tmp_path: Path) -> None:
+    from support.immich_cli import ensure_cli, immich_cli
+    from support.samplecard import MediaSpec, build_card
+
+    ensure_cli()  # installs @immich/cli@3.2.2 + Node 22 once per machine (about 6 s)
+    server = fake_immich
+    key = server.create_api_key("alice", CLI_PERMISSIONS)
+    card = tmp_path / "card"
+    taken = {"datetime_original": "2024:06:01 10:11:12", "offset": "+02:00",
+             "make": "Canon", "model": "Canon EOS R6"}
+    paths = build_card(card, [
+        MediaSpec("DCIM/100CANON/IMG_0001.JPG", "jpeg", seed=1, **taken),
+        MediaSpec("DCIM/100CANON/IMG_0002.JPG", "jpeg", seed=2, **taken),
+        MediaSpec("DCIM/100CANON/IMG_0002.xmp", "xmp", seed=2, **taken),
+        MediaSpec("DCIM/100CANON/IMG_0002.THM", "thm", seed=3, **taken),
+        MediaSpec("DCIM/101CANON/MVI_0003.MP4", "mp4", seed=4, create_date="2024:06:01 08:12:00"),
+        MediaSpec("DCIM/101CANON/IMG_0004.CR2", "cr2", seed=5, **taken),
+        MediaSpec("MISC/notes.txt", "txt", seed=6),
+    ])
+    media = {p.name: p for p in paths if p.suffix in (".JPG", ".MP4", ".CR2")}
+    config = tmp_path / "immich-config"
+
+    login = immich_cli(["login", server.api_url, key], None, None, tmp_path, config_dir=config)
+    assert login.returncode == 0, login.stdout + login.stderr
+    assert "Logged in as alice@immich.test" in login.stdout
+    assert (config / "auth.yml").exists()
+
+    first = immich_cli(["upload", "--recursive", "--album", str(card)], None, None, tmp_path,
+                       config_dir=config)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "Found 4 new files and 0 duplicates" in first.stdout, first.stdout
+    assert "Successfully uploaded 4 new assets" in first.stdout
+    assert "Successfully created 2 new albums" in first.stdout
+
+    assets = {a.filename: a for a in server.assets.values()}
+    assert set(assets) == set(media)
+    for name, path in media.items():
+        assert assets[name].checksum == sha1(path.read_bytes()), name
+        assert assets[name].owner == "alice" and assets[name].path.read_bytes() == \
+            path.read_bytes()
+        assert assets[name].fields["fileSize"] == str(path.stat().st_size)  # undeclared
+    assert assets["IMG_0002.JPG"].has_sidecar and not assets["IMG_0001.JPG"].has_sidecar
+    assert assets["MVI_0003.MP4"].type == "VIDEO"
+    albums = {a.name: set(a.asset_ids) for a in server.albums.values()}
+    assert albums == {
+        "100CANON": {assets["IMG_0001.JPG"].id, assets["IMG_0002.JPG"].id},
+        "101CANON": {assets["MVI_0003.MP4"].id, assets["IMG_0004.CR2"].id},
+    }
+    uploads = [r for r in server.requests if r.operation_id == "uploadAsset"]
+    assert len(uploads) == 4 and not any("x-immich-checksum" in r.headers for r in uploads)
+
+    # Second run, authenticated through the environment this time: all duplicates.
+    before = len(server.requests)
+    second = immich_cli(["upload", "--recursive", "--album", str(card)], server.url, key,
+                        tmp_path)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "Found 0 new files and 4 duplicates" in second.stdout, second.stdout
+    assert len(server.assets) == 4 and len(server.albums) == 2
+    assert {a.name: set(a.asset_ids) for a in server.albums.values()} == albums
+    second_run = server.requests[before:]
+    assert second_run[0].path == "/.well-known/immich"
+    assert not any(r.operation_id == "uploadAsset" for r in second_run)
