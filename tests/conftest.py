@@ -19,6 +19,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from support.pgserver import TempPostgres
 
+pytest_plugins = ["fake_immich.plugin"]  # the fake Immich server and its fixtures
+
 _db_names = itertools.count()
 
 

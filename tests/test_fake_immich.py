@@ -33,8 +33,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from fake_immich import FakeImmich, ValidationFailure, get_spec
 from fake_immich.validation import iter_spec_errors
 
-pytest_plugins = ["fake_immich.plugin"]
-
 JPEG = b"\xff\xd8\xff\xe0" + b"fake jpeg payload " * 64
 CREATED = "2024-06-01T10:11:12.000+02:00"
 
