@@ -66,11 +66,35 @@ class IngestConfig:
         return ZoneInfo(self.timezone) if self.timezone else None
 
 
+NO_TIMEZONE = "none"   # metadata.timezone value: assume no zone for times without an offset
+MACHINE_ZONE = ""      # MetadataConfig.zone_name() for "the machine's own zone"
+
+
+@dataclass(frozen=True)
+class MetadataConfig:
+    """The metadata job (`photo-ingest extract`)."""
+
+    batch_size: int = 200
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    # None: the ingest's zone (ingest.timezone, else the machine's); "none": assume no zone.
+    timezone: str | None = None
+    timeout: float = 120.0
+    makes: dict[str, str] = field(default_factory=dict)
+
+    def zone_name(self, ingest: IngestConfig) -> str | None:
+        """The IANA zone assumed for wall-clock times without an offset: this table's, else
+        the ingest's (so both stages agree), else MACHINE_ZONE; None when set to "none"."""
+        if self.timezone == NO_TIMEZONE:
+            return None
+        return self.timezone or ingest.timezone or MACHINE_ZONE
+
+
 @dataclass(frozen=True)
 class Config:
     library: LibraryConfig = LibraryConfig()
     database: DatabaseConfig = DatabaseConfig()
     ingest: IngestConfig = IngestConfig()
+    metadata: MetadataConfig = MetadataConfig()
 
 
 def read_secret(path: Path, key: str) -> str:
@@ -103,7 +127,7 @@ def load(path: Path | None = None) -> Config:
 
 
 def parse(raw: dict[str, Any], base: Path = Path()) -> Config:
-    _check_keys(raw, {"library", "database", "ingest"}, "")
+    _check_keys(raw, {"library", "database", "ingest", "metadata"}, "")
     lib = _table(raw, "library")
     _check_keys(lib, {"path", "layout"}, "library.")
     db = _table(raw, "database")
@@ -127,7 +151,8 @@ def parse(raw: dict[str, Any], base: Path = Path()) -> Config:
         exiftool=_get(ing, "exiftool", str, "ingest.", "exiftool"),
         extensions=_extensions(_table(ing, "extensions", "ingest.")),
     )
-    return Config(library=library, database=database, ingest=ingest)
+    return Config(library=library, database=database, ingest=ingest,
+                  metadata=_metadata(_table(raw, "metadata")))
 
 
 def _check_keys(table: dict[str, Any], allowed: set[str], prefix: str) -> None:
@@ -163,13 +188,13 @@ def _choice(table: dict[str, Any], key: str, choices: tuple[str, ...], default: 
     return value
 
 
-def _zone(name: str | None) -> str | None:
+def _zone(name: str | None, key: str = "ingest.timezone") -> str | None:
     if name is None:
         return None
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ConfigError(f"ingest.timezone: unknown time zone {name!r}") from exc
+        raise ConfigError(f"{key}: unknown time zone {name!r}") from exc
     return name
 
 
@@ -206,3 +231,41 @@ def _extensions(table: dict[str, Any]) -> dict[str, tuple[str, ...]]:
                     f"to move it, also set ingest.extensions.{other} without it")
             seen[ext] = kind
     return result
+
+
+def _metadata(table: dict[str, Any]) -> MetadataConfig:
+    _check_keys(table, {"batch_size", "workers", "timezone", "timeout", "makes"}, "metadata.")
+    default = MetadataConfig()
+    zone = _get(table, "timezone", str, "metadata.", None)
+    timeout = table.get("timeout", default.timeout)
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool):
+        raise ConfigError(f"metadata.timeout: must be a number of seconds, got "
+                          f"{type(timeout).__name__} {timeout!r}")
+    return MetadataConfig(
+        batch_size=_int_range(table, "batch_size", 1, 10_000, default.batch_size),
+        workers=_int_range(table, "workers", 1, 256, default.workers),
+        timezone=zone if zone == NO_TIMEZONE else _zone(zone, "metadata.timezone"),
+        timeout=_positive(float(timeout), "metadata.timeout"),
+        makes=_makes(_table(table, "makes", "metadata.")),
+    )
+
+
+def _int_range(table: dict[str, Any], key: str, low: int, high: int, default: int) -> int:
+    value: int = _get(table, key, int, "metadata.", default)
+    if not low <= value <= high:
+        raise ConfigError(f"metadata.{key}: must be between {low} and {high}, got {value}")
+    return value
+
+
+def _positive(value: float, key: str) -> float:
+    if not value > 0:
+        raise ConfigError(f"{key}: must be a positive number of seconds, got {value}")
+    return value
+
+
+def _makes(table: dict[str, Any]) -> dict[str, str]:
+    """Camera make as written by the camera -> as users call it (matched case-insensitively)."""
+    for raw, name in table.items():
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"metadata.makes.{raw}: must be a non-empty string")
+    return {raw.strip().upper(): name.strip() for raw, name in table.items()}

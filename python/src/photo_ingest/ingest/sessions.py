@@ -103,3 +103,19 @@ def record_outcome(conn: psycopg.Connection[Any], session: int, relpath: str, ou
         " sidecar_id = EXCLUDED.sidecar_id, library_path = EXCLUDED.library_path",
         (session, relpath, size, sha1, outcome, reason, asset_id, sidecar_id, library_path),
     )
+
+
+# Failure reasons are free text for people; metrics need a small, stable set of labels.
+_FAILURE_CLASSES = (
+    ("not attempted", "not_attempted"),
+    ("filesystem is full", "disk_full"),
+    ("verify failed", "verify_mismatch"),
+    ("size on storage", "verify_mismatch"),
+    ("changed size", "source_changed"),
+    ("source", "read_error"),
+)
+
+
+def failure_class(reason: str | None) -> str:
+    text = (reason or "").lower()
+    return next((label for needle, label in _FAILURE_CLASSES if needle in text), "other")
