@@ -58,6 +58,20 @@ Kinds (``MediaSpec.kind``)
 ``txt``
     Plain text (a non-media file).
 
+More tags
+---------
+``gps`` ((latitude, longitude[, altitude]) with signs: south, west and below sea level are
+negative), ``gps_time`` (UTC), ``lens``, ``iso``, ``f_number``, ``exposure_time``,
+``focal_length``, ``focal_length_35mm``, ``flash``, ``orientation``, ``serial``, ``rating``,
+``label``, ``keywords`` and ``tags`` (any ``("GROUP:Tag", "value")`` pairs, written as
+given).  Photo kinds get them as EXIF (GPS as ``EXIF:GPSLatitude`` + ``GPSLatitudeRef``
+etc., ``lens`` as ``EXIF:LensModel``, ``serial`` as ``EXIF:SerialNumber``) except rating,
+label and keywords, which go to XMP (``XMP-xmp:Rating``/``Label``, ``XMP-dc:Subject``);
+videos take GPS as Apple's ``Keys:GPSCoordinates`` plus the XMP ones; XMP sidecars take GPS
+as signed ``XMP-exif`` values, ``lens`` as ``XMP-aux:Lens``, ``serial`` as
+``XMP-aux:SerialNumber`` and the XMP ones.  A field a kind cannot carry raises
+``ValueError``.  All default to nothing, so older specs produce the same bytes as before.
+
 HEIC is *not* supported: neither Pillow nor exiftool can create a real HEIC
 without extra libraries (pillow-heif/libheif), and a hand-made HEIF box tree
 would not contain a decodable image.  ``kind="heic"`` raises ``ValueError``;
@@ -148,6 +162,22 @@ class MediaSpec:
     mtime: float | None = None
     size: int | None = None
     seed: int = 0
+    # --- more tags (see "More tags" in the module docstring); None/() writes nothing ---
+    gps: tuple[float, ...] | None = None    # (latitude, longitude[, altitude m]), signed
+    gps_time: str | None = None             # "YYYY:MM:DD HH:MM:SS", UTC
+    lens: str | None = None
+    iso: int | None = None
+    f_number: float | None = None
+    exposure_time: float | None = None      # seconds
+    focal_length: float | None = None       # mm
+    focal_length_35mm: int | None = None
+    flash: int | None = None                # EXIF Flash code (bit 0: fired)
+    orientation: int | None = None          # EXIF 1..8
+    serial: str | None = None
+    rating: int | None = None
+    label: str | None = None
+    keywords: tuple[str, ...] = ()
+    tags: tuple[tuple[str, str], ...] = ()  # any other "GROUP:Tag", "value" for exiftool
 
 
 @dataclass(frozen=True)
@@ -328,8 +358,11 @@ def _check_args(path: Path, spec: MediaSpec) -> None:
     text = str(path.absolute())
     if text != text.strip() or "\n" in text or "\r" in text:
         raise ValueError(f"path unusable in an exiftool argfile: {text!r}")
-    for name in ("datetime_original", "offset", "subsec", "create_date", "make", "model"):
-        value = getattr(spec, name)
+    texts = [(name, getattr(spec, name)) for name in (
+        "datetime_original", "offset", "subsec", "create_date", "make", "model", "gps_time",
+        "lens", "serial", "label")]
+    texts += [("keywords", k) for k in spec.keywords] + [(t, v) for t, v in spec.tags]
+    for name, value in texts:
         if value is not None and ("\n" in value or "\r" in value or value != value.strip()):
             raise ValueError(f"{name} must be a single stripped line: {value!r}")
 
@@ -375,7 +408,73 @@ def _tag_args(spec: MediaSpec) -> list[str]:
         if spec.model:
             tags.append(("XMP-tiff:Model", spec.model))
         tags.append(("XMP-xmpMM:DocumentID", f"samplecard:{spec.seed}"))
+    tags += _more_tags(spec)
     return [f"-{tag}={value}" for tag, value in tags]
+
+
+# Which group each of the "more tags" fields is written to, per kind ("#": a number, no
+# print conversion). A field a kind cannot carry is an error, never silently dropped.
+_EXIF_MORE = {
+    "lens": "EXIF:LensModel", "iso": "EXIF:ISO", "f_number": "EXIF:FNumber",
+    "exposure_time": "EXIF:ExposureTime", "focal_length": "EXIF:FocalLength",
+    "focal_length_35mm": "EXIF:FocalLengthIn35mmFormat", "flash": "EXIF:Flash#",
+    "orientation": "EXIF:Orientation#", "serial": "EXIF:SerialNumber",
+    "rating": "XMP-xmp:Rating", "label": "XMP-xmp:Label",
+}
+_MORE_BY_KIND = {
+    **{kind: _EXIF_MORE for kind in _PHOTO_KINDS},
+    **{kind: {"rating": "XMP-xmp:Rating", "label": "XMP-xmp:Label"} for kind in _VIDEO_KINDS},
+    "xmp": {"lens": "XMP-aux:Lens", "serial": "XMP-aux:SerialNumber",
+            "rating": "XMP-xmp:Rating", "label": "XMP-xmp:Label"},
+}
+
+
+def _more_tags(spec: MediaSpec) -> list[tuple[str, str]]:
+    where = _MORE_BY_KIND.get(spec.kind, {})
+    tags: list[tuple[str, str]] = []
+    for name in _EXIF_MORE:
+        value = getattr(spec, name)
+        if value is None:
+            continue
+        if name not in where:
+            raise ValueError(f"{spec.kind} files do not carry {name} in samplecard")
+        tags.append((where[name], str(value)))
+    if spec.keywords:
+        if spec.kind == "txt":
+            raise ValueError("txt files do not carry keywords")
+        tags += [("XMP-dc:Subject", k) for k in spec.keywords]
+    tags += _gps_tags(spec)
+    return tags + list(spec.tags)
+
+
+def _gps_tags(spec: MediaSpec) -> list[tuple[str, str]]:
+    if spec.gps is None and spec.gps_time is None:
+        return []
+    if spec.kind not in _PHOTO_KINDS | _VIDEO_KINDS | {"xmp"}:
+        raise ValueError(f"{spec.kind} files do not carry GPS in samplecard")
+    lat, lon, *alt = spec.gps or (None, None)
+    if spec.kind in _VIDEO_KINDS:  # Apple's Keys:GPSCoordinates, "lat, lon[, alt]"
+        if spec.gps_time:
+            raise ValueError("videos do not carry gps_time in samplecard")
+        return [("Keys:GPSCoordinates", ", ".join(str(v) for v in spec.gps or ()))]
+    group = "XMP-exif" if spec.kind == "xmp" else "EXIF"
+    tags: list[tuple[str, str]] = []
+    if lat is not None and lon is not None:
+        tags += [(f"{group}:GPSLatitude", str(abs(lat))), (f"{group}:GPSLongitude", str(abs(lon)))]
+        if group == "EXIF":  # XMP keeps the sign in the value, EXIF in a separate Ref tag
+            tags += [("EXIF:GPSLatitudeRef", "S" if lat < 0 else "N"),
+                     ("EXIF:GPSLongitudeRef", "W" if lon < 0 else "E")]
+        else:
+            tags = [(f"{group}:GPSLatitude", str(lat)), (f"{group}:GPSLongitude", str(lon))]
+    if alt:
+        tags += [(f"{group}:GPSAltitude", str(abs(alt[0]))),
+                 (f"{group}:GPSAltitudeRef#", "1" if alt[0] < 0 else "0")]
+    if spec.gps_time:
+        if group != "EXIF":
+            raise ValueError("xmp files do not carry gps_time in samplecard")
+        day, clock = spec.gps_time.split(" ")
+        tags += [("EXIF:GPSDateStamp", day), ("EXIF:GPSTimeStamp", clock)]
+    return tags
 
 
 _ZONED = re.compile(r"^(\d{4}:\d\d:\d\d \d\d:\d\d:\d\d)(Z|[+-]\d\d:\d\d)$")

@@ -11,14 +11,18 @@ import json
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from datetime import date, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from photo_ingest import catalog, config
 from photo_ingest.report import IngestReporter, human_bytes, setup_logging
+
+if TYPE_CHECKING:
+    from photo_ingest.metadata.normalise import Settings
 
 log = logging.getLogger("photo_ingest")
 
@@ -73,7 +77,43 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("migrate", help="apply catalog migrations and exit")
     c.set_defaults(func=_cmd_migrate)
+
+    c = sub.add_parser("extract", help="give every asset a current metadata record",
+                       description="Read the metadata of every asset without a current "
+                       "record with exiftool, normalise it and store it in the catalog. "
+                       "Re-running does only what is left; failed files are tried again "
+                       "only when they change, or with --retry-failed.")
+    c.add_argument("--workers", type=_positive_int, help="exiftool processes "
+                   "(default: metadata.workers, the number of CPUs)")
+    c.add_argument("--batch-size", type=_positive_int, help="files per exiftool call and "
+                   "per transaction (default: metadata.batch_size)")
+    c.add_argument("--limit", type=_positive_int, help="do at most this many assets")
+    c.add_argument("--retry-failed", action="store_true",
+                   help="also try again every file whose extraction failed")
+    c.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    c.set_defaults(func=_cmd_extract)
+
+    c = sub.add_parser("export", help="write the metadata table to a Parquet or CSV file",
+                       description="Write every asset's metadata record (with the asset's "
+                       "path, checksum and type) to PATH through DuckDB, for analysis in "
+                       "other tools. The file appears complete or not at all.")
+    c.add_argument("path", type=Path, help="file to write")
+    c.add_argument("--format", choices=("parquet", "csv"), help="default: from PATH's "
+                   "extension")
+    c.add_argument("--raw", action="store_true",
+                   help="include exiftool's complete output (the raw JSON columns)")
+    c.set_defaults(func=_cmd_export)
     return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
 
 
 def _cmd_ingest(cfg: config.Config, args: argparse.Namespace) -> int:
@@ -159,11 +199,14 @@ def _session_line(r: dict[str, Any]) -> str:
 
 def _cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
     from photo_ingest.catalog import queries
+    from photo_ingest.metadata import backlog
 
+    versions = backlog.Versions(_metadata_settings(cfg).fingerprint())
     with catalog.connect(cfg.database.conninfo()) as conn:
         st = queries.status(conn)
+        meta = backlog.status(conn, versions)
     if args.json:
-        _print_json({"library": str(cfg.library.path), **st})
+        _print_json({"library": str(cfg.library.path), **st, "metadata": meta})
         return EXIT_OK
     print(f"library {cfg.library.path}: {st['assets']} assets, {human_bytes(st['bytes'])}, "
           f"{st['sidecars']} sidecars")
@@ -176,13 +219,92 @@ def _cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
         print(f"last: {_session_line(st['last_session'])}")
         for f in st["last_session_failures"]:
             print(f"  failed {f['relpath']}: {f['reason']}")
+    _print_metadata_status(meta)
     return EXIT_OK
+
+
+def _print_metadata_status(m: dict[str, Any]) -> None:
+    waiting = f"{m['pending']} waiting"
+    if m["to_refresh"]:
+        waiting += f" ({m['to_refresh']} to refresh from stored output)"
+    last = f"; last written {m['last_written']:%Y-%m-%d %H:%M}" if m["last_written"] else ""
+    print(f"metadata: {m['ok']} ok, {m['failed']} failed, {waiting}{last}")
+    for f in m["failures"]:
+        print(f"  failed {f['library_path']}: {f['error']}")
+    if m["failed"] > len(m["failures"]):
+        print(f"  … and {m['failed'] - len(m['failures'])} more "
+              "(photo-ingest extract --retry-failed tries them again)")
 
 
 def _cmd_migrate(cfg: config.Config, args: argparse.Namespace) -> int:
     with catalog.connect(cfg.database.conninfo()):
         pass
     log.info("catalog schema is up to date")
+    return EXIT_OK
+
+
+def _metadata_settings(cfg: config.Config) -> Settings:
+    from photo_ingest.metadata.normalise import Settings
+
+    try:
+        return Settings.from_config(cfg)
+    except ValueError as exc:
+        raise config.ConfigError(f"metadata.timezone: {exc}") from exc
+
+
+def _cmd_extract(cfg: config.Config, args: argparse.Namespace) -> int:
+    from photo_ingest.metadata.extractor import ExifToolUnavailable
+    from photo_ingest.metadata.run import Extraction, Options
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.warning("%s: finishing the batches in flight, then stopping",
+                    signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    options = Options(workers=args.workers or cfg.metadata.workers,
+                      batch_size=args.batch_size or cfg.metadata.batch_size,
+                      limit=args.limit, retry_failed=args.retry_failed)
+    try:
+        summary = Extraction(cfg, options, stop).run()
+    except ExifToolUnavailable as exc:
+        log.error("%s", exc)
+        return EXIT_UNAVAILABLE
+    data = summary.as_json()
+    if args.json:
+        _print_json(data)
+    else:
+        _print_extract_summary(data)
+    return EXIT_OK if summary.status == "completed" and not summary.failed else EXIT_FAILED
+
+
+def _print_extract_summary(s: dict[str, Any]) -> None:
+    print(f"metadata: {s['status']} in {s['duration_seconds']:.1f}s — {s['extracted']} "
+          f"read, {s['refreshed']} refreshed, {s['ok']} ok, {s['failed']} failed "
+          f"({s['files_per_second']:.0f} files/s); {s['pending_after']} waiting")
+    for f in s["failures"]:
+        print(f"  failed {f['library_path']}: {f['error']}")
+    if s["error"]:
+        print(f"error: {s['error']}")
+
+
+def _cmd_export(cfg: config.Config, args: argparse.Namespace) -> int:
+    from photo_ingest.metadata.export import ExportError, export
+
+    fmt = args.format or args.path.suffix.lower().lstrip(".")
+    if fmt not in ("parquet", "csv"):
+        log.error("cannot tell the format from %s: give --format parquet or --format csv",
+                  args.path)
+        return EXIT_USAGE
+    try:
+        rows = export(cfg.database.conninfo(), args.path, fmt, raw=args.raw)
+    except ExportError as exc:
+        log.error("%s", exc)
+        return EXIT_FAILED
+    log.info("wrote %d records to %s", rows, args.path)
     return EXIT_OK
 
 
