@@ -350,6 +350,8 @@ class ImmichClient:
     async def upload(self, up: Upload) -> UploadResult:
         """POST /assets, the file streamed from disk, with `x-immich-checksum` so Immich
         can answer "duplicate" before the body; then the connection is dropped at once."""
+        if not self.api_url:
+            await self.discover()
         # Generous: the file at the slowest acceptable rate, plus the usual answer time.
         total = self.timeout + (up.size + (_size(up.sidecar) or 0)) / self.min_upload_rate
         timeout = aiohttp.ClientTimeout(total=total, sock_connect=min(self.timeout, 15))
