@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -266,13 +267,18 @@ def test_unreachable_server_leaves_everything_pending(dsn: str, library: Path,
 def test_two_workers_never_upload_the_same_asset(
         dsn: str, library: Path, fake_immich_factory: Callable[..., FakeImmich],
         immich_config: Make, db: psycopg.Connection[Any]) -> None:
-    server = fake_immich_factory(upload_service_time=0.02)
+    server = fake_immich_factory(upload_service_time=0.05)
     key = server.create_api_key("alice")
     seed(dsn, library, photos(150, size=20_000))
     config = immich_config(server=server, key=key, album="{date}")
-    procs = [subprocess.Popen(sync_argv(config, "sync", "--once", "--json"),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = []
+    for _ in range(2):      # the second starts while the first is uploading
+        procs.append(subprocess.Popen(sync_argv(config, "sync", "--once", "--json"),
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True))
+        deadline = time.monotonic() + 30
+        while not uploads(server) and time.monotonic() < deadline:
+            time.sleep(0.02)
     outs = [p.communicate(timeout=120) for p in procs]
     results = [json.loads(out) for out, _ in outs]
     assert all(p.returncode == 0 for p in procs), [e for _, e in outs]

@@ -104,9 +104,8 @@ def photos(count: int, *, prefix: str = "IMG_", size: int = 2048, day: int = 1,
 
 
 def immich_table(url: str, key_file: Path, **settings: Any) -> str:
-    lines = ["[immich]", f'url = "{url}"', f'api_key_file = "{key_file}"',
-             'metrics_listen = ""', "retry_delay = 0"]
-    for k, v in settings.items():
+    lines = ["[immich]", f'url = "{url}"', f'api_key_file = "{key_file}"']
+    for k, v in {"metrics_listen": "", "retry_delay": 0, **settings}.items():
         if isinstance(v, str):
             lines.append(f'{k} = "{v}"')
         elif isinstance(v, bool):
