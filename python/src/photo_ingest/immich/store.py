@@ -37,6 +37,9 @@ from photo_ingest.catalog.db import CatalogError
 
 Conn = psycopg.AsyncConnection[dict[str, Any]]
 
+#: a Live Photo's still and video are captured within this many seconds of each other
+LIVE_SECONDS = 3.0
+
 #: advisory lock namespace for album creation: "immich-a" in ASCII, xor'ed with the name
 ALBUM_LOCK = 0x696D6D6963682D61
 
@@ -179,10 +182,10 @@ class Store:
     # --- the queue ------------------------------------------------------------------------
 
     async def enqueue(self) -> int:
-        """A pending row for every catalogued asset without one; Live Photo pairs of the
-        sessions those assets came from. Returns the number of new rows."""
-        row = await self._one(
-            r"""
+        """A pending row for every catalogued asset without one, and the Live Photo pairs
+        of the sessions those assets came from. Returns the number of new rows."""
+        rows = await self._all(
+            """
             WITH new AS (
                 INSERT INTO immich_assets (target_id, asset_id)
                 SELECT %(t)s, a.id FROM assets a
@@ -190,32 +193,46 @@ class Store:
                                   WHERE i.target_id = %(t)s AND i.asset_id = a.id)
                 ON CONFLICT DO NOTHING
                 RETURNING asset_id
-            ), sessions AS (
-                SELECT DISTINCT a.session_id FROM assets a JOIN new ON new.asset_id = a.id
-            ), candidates AS (
-                SELECT id, session_id, media_type, captured_at, captured_local,
-                       lower(regexp_replace(original_path, '\.[^./]*$', '')) AS stem,
-                       lower(original_name) AS name
-                FROM assets WHERE session_id IN (SELECT session_id FROM sessions)
-            ), pairs AS (
-                SELECT DISTINCT ON (p.id) p.id AS photo_id, v.id AS video_id
-                FROM candidates p JOIN candidates v
-                  ON v.session_id = p.session_id AND v.stem = p.stem AND v.id <> p.id
-                WHERE p.media_type = 'photo' AND p.name ~ '\.(heic|heif|hif|jpe?g)$'
-                  AND v.media_type = 'video' AND v.name ~ '\.(mov|mp4)$'
-                  AND abs(extract(epoch FROM coalesce(v.captured_at - p.captured_at,
-                                                      v.captured_local - p.captured_local)))
-                      <= 3
-                ORDER BY p.id, abs(extract(epoch FROM v.captured_local - p.captured_local)),
-                         v.id
-            ), linked AS (
-                INSERT INTO immich_live_pairs (photo_id, video_id)
-                SELECT photo_id, video_id FROM pairs ON CONFLICT DO NOTHING
-                RETURNING photo_id
             )
-            SELECT (SELECT count(*) FROM new) AS new, (SELECT count(*) FROM linked) AS linked
+            SELECT a.session_id, count(*) AS n FROM new JOIN assets a ON a.id = new.asset_id
+            GROUP BY a.session_id
             """, {"t": self.target_id})
-        return int(row["new"]) if row else 0
+        if rows:
+            await self._pair_live_photos([r["session_id"] for r in rows])
+        return sum(int(r["n"]) for r in rows)
+
+    async def _pair_live_photos(self, sessions: Sequence[int]) -> int:
+        """Stills (HEIC/HEIF/JPEG) and videos (MOV/MP4) of one session and folder with one
+        name stem, captured within LIVE_SECONDS: each still gets the nearest such video."""
+        candidates = await self._all(
+            r"""
+            SELECT id, session_id, media_type, captured_at, captured_local,
+                   lower(regexp_replace(original_path, '\.[^./]*$', '')) AS stem
+            FROM assets
+            WHERE session_id = ANY(%s) AND (
+                (media_type = 'photo' AND lower(original_name) ~ '\.(heic|heif|hif|jpe?g)$')
+                OR (media_type = 'video' AND lower(original_name) ~ '\.(mov|mp4)$'))
+            """, (list(sessions),))
+        groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
+        for c in candidates:
+            groups.setdefault((c["session_id"], c["stem"]), []).append(c)
+        pairs: list[tuple[int, int]] = []
+        for members in groups.values():
+            stills = sorted((m for m in members if m["media_type"] == "photo"),
+                            key=lambda m: m["id"])
+            videos = [m for m in members if m["media_type"] == "video"]
+            for still in stills:
+                near = sorted((abs(_seconds_between(still, v)), v["id"], v) for v in videos)
+                if near and near[0][0] <= LIVE_SECONDS:
+                    video = near[0][2]
+                    videos.remove(video)
+                    pairs.append((still["id"], video["id"]))
+        if pairs:
+            await self._all(
+                "INSERT INTO immich_live_pairs (photo_id, video_id)"
+                " SELECT * FROM unnest(%s::bigint[], %s::bigint[]) ON CONFLICT DO NOTHING",
+                ([p for p, _ in pairs], [v for _, v in pairs]))
+        return len(pairs)
 
     async def retry_failed(self) -> int:
         """Failed, trashed and skipped rows back to pending (album-only failures keep
@@ -458,6 +475,12 @@ class Store:
         if row is None or row["s"] is None:
             return None
         return max(0.0, float(row["s"]))
+
+
+def _seconds_between(a: dict[str, Any], b: dict[str, Any]) -> float:
+    if a["captured_at"] is not None and b["captured_at"] is not None:
+        return float((b["captured_at"] - a["captured_at"]).total_seconds())
+    return float((b["captured_local"] - a["captured_local"]).total_seconds())
 
 
 def _lock_key(target_id: int, name: str) -> int:
