@@ -15,11 +15,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-
-import duckdb
+from typing import TYPE_CHECKING
 
 from photo_ingest.config import MACHINE_ZONE, Config
 from photo_ingest.metadata.extractor import Reading
+
+if TYPE_CHECKING:
+    import duckdb
+
+# duckdb is imported where it is used: its 0.2 s import then happens in the loader threads,
+# while exiftool reads the first batch, instead of before exiftool even starts.
 
 # Bump whenever normalise.sql (or the built-in makes below) can produce a different record:
 # `extract` then refreshes every record from its stored exiftool output.
@@ -68,6 +73,8 @@ class Settings:
     def from_config(cls, cfg: Config) -> Settings:
         zone = cfg.metadata.zone_name(cfg.ingest)
         if zone == MACHINE_ZONE:  # the zone ICU finds for this machine (TZ, /etc/localtime)
+            import duckdb
+
             zone = str(_fetch_one(duckdb.connect(), "SELECT current_setting('TimeZone')"))
         return cls(zone, {**BUILTIN_MAKES, **cfg.metadata.makes})
 
@@ -89,6 +96,8 @@ class Document:
 
 class Normaliser:
     def __init__(self, settings: Settings) -> None:
+        import duckdb
+
         self._con = duckdb.connect(config={"threads": 1})  # small batches; cores are exiftool's
         self._con.execute("SET TimeZone = 'UTC'")  # how TIMESTAMPTZ values are written out
         self._con.execute(_SQL.read_text(encoding="utf-8"))
@@ -150,6 +159,8 @@ class Normaliser:
         return rows
 
     def _check_zone(self, zone: str | None) -> None:
+        import duckdb
+
         if zone is None:
             return
         try:

@@ -36,6 +36,7 @@ from photo_ingest.metadata.normalise import Document, Normaliser, Settings
 log = logging.getLogger(__name__)
 
 MAX_LISTED_FAILURES = 1000
+MIN_TAIL_BATCH = 25  # smaller batches cost more in DuckDB's fixed per-query time than they save
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,8 @@ class Extraction:
         self._lock = threading.Lock()
         self._budget = options.limit
         self._retries = Retries()
+        self._todo = self._claimed = 0
+        self._workers = 1
 
     def run(self) -> Summary:
         started = time.monotonic()
@@ -134,6 +137,7 @@ class Extraction:
         # small backlogs are spread over all workers rather than queued behind one
         self.batch_size = max(1, min(self.options.batch_size, math.ceil(todo / workers)))
         self.summary.workers, self.summary.batch_size = workers, self.batch_size
+        self._todo, self._workers = int(todo), workers
         log.info("metadata: %d assets to do, %d workers, batches of %d",
                  todo, workers, self.batch_size)
         crew: list[_Worker] = []
@@ -202,19 +206,28 @@ class Extraction:
 
     def _next_job(self, w: _Worker, conn: psycopg.Connection[Any]) -> _Job | None:
         while not self.stop.is_set():
-            size = self._take(self.batch_size)
+            size = self._take(self._size())
             if size == 0:
                 return None
             after = w.cursor
             w.cursor, claimed = backlog.claim(conn, self.versions, self._retries,
                                               after=after, limit=size)
             self._take(len(claimed) - size)  # give back what was not claimed
+            self._claimed_more(len(claimed))
             if claimed:
                 return self._read(w, conn, claimed)
             if w.cursor == after:  # nothing left to lock (what others hold, they will do)
                 return None
             # all it locked had been done by others meanwhile: claim again, further on
         return None
+
+    def _size(self) -> int:
+        """The next batch's size: full while much is left, then smaller, so that the workers
+        finish together and the last load, which nothing overlaps, is short."""
+        with self._lock:
+            left = self._todo - self._claimed
+        return max(min(self.batch_size, MIN_TAIL_BATCH),
+                   min(self.batch_size, math.ceil(left / (2 * self._workers))))
 
     def _take(self, n: int) -> int:
         """Up to N assets of the --limit budget (N < 0 gives back)."""
@@ -224,6 +237,10 @@ class Extraction:
             granted = min(n, self._budget)
             self._budget -= granted
             return granted
+
+    def _claimed_more(self, n: int) -> None:
+        with self._lock:
+            self._claimed += n
 
     def _read(self, w: _Worker, conn: psycopg.Connection[Any], claimed: list[Claimed]) -> _Job:
         """Stat the files, have exiftool read them; facts for everything else."""
