@@ -10,10 +10,20 @@ Use it as `ingest.exiftool` through a wrapper script: `python3 fake_exiftool.py 
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 import time
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """The real exiftool goes when this fake goes, however it goes: exiftool in -stay_open
+    mode does not exit at the end of its input, it polls for more forever."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def relay(src: int, dst: int, marker: bytes) -> None:
@@ -29,7 +39,8 @@ def relay(src: int, dst: int, marker: bytes) -> None:
 
 def main() -> None:
     real = subprocess.Popen(["exiftool", *sys.argv[1:]], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=die_with_parent)
     assert real.stdin and real.stdout and real.stderr
     command: list[bytes] = []
     for line in sys.stdin.buffer:  # one argument a line; "-executeNNN" ends a command
@@ -46,7 +57,7 @@ def main() -> None:
         relay(real.stdout.fileno(), sys.stdout.fileno(), b"{ready" + number + b"}")
         relay(real.stderr.fileno(), sys.stderr.fileno(), b"post" + number)
         command = []
-    real.stdin.close()
+    real.kill()
     real.wait()
 
 
