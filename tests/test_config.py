@@ -43,6 +43,9 @@ def test_env_var_selects_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -
     ('[ingest.extensions]\nvideo = "mp4"\n', "ingest.extensions.video: must be a list"),
     ('[database]\nurl = 5\n', "database.url: must be str, got int"),
     ("[ingest\n", "invalid TOML"),
+    ('[card]\nallow = ["EOS_DIGITAL"]\n', "card.allow: 'EOS_DIGITAL' must look like uuid:"),
+    ('[card]\neject = "yes"\n', "card.eject: must be bool, got str"),
+    ('[metrics]\ntextfile = "/x"\n', "unknown key metrics.textfile"),
 ])
 def test_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(config.ConfigError) as err:

@@ -57,7 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("ingest", help="copy every photo and video from SOURCE into the library",
                        description="Copy, verify and catalogue every photo and video under "
                        "SOURCE (a mounted card or any folder). Re-running resumes.")
-    c.add_argument("source", help="folder to ingest (a mounted card's root or any tree)")
+    c.add_argument("source", help="folder to ingest (a mounted card's root or any tree), or a "
+                   "card's block device such as /dev/sdb1 (as root: mounted read-only in a "
+                   "private namespace, ejected after success)")
     c.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     c.add_argument("--library", type=Path, help="override library.path")
     c.add_argument("--verify", choices=("full", "size"), help="override ingest.verify")
@@ -119,6 +121,8 @@ def _positive_int(text: str) -> int:
 def _cmd_ingest(cfg: config.Config, args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from photo_ingest.immich.systemd import Notifier
+    from photo_ingest.ingest.device import DeviceError, ingest_card, is_block_device
     from photo_ingest.ingest.pipeline import IngestError, Stopped, ingest
     from photo_ingest.ingest.sessions import Card
 
@@ -132,20 +136,54 @@ def _cmd_ingest(cfg: config.Config, args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGHUP, stop)
-    reporter = IngestReporter()
+    reporter = IngestReporter(status=Notifier().status)
+
+    def run(source: str, card: Card | None) -> dict[str, Any]:
+        if args.label:
+            card = replace(card or Card(), label=args.label)
+        return ingest(cfg, source, reporter, card).as_json()
+
     try:
-        summary = ingest(cfg, args.source, reporter,
-                         Card(label=args.label) if args.label else None)
-    except IngestError as exc:
+        if is_block_device(args.source):
+            card_run = ingest_card(cfg, args.source, lambda where, card: run(str(where), card))
+            summary = card_run.summary
+            report = {"device": args.source, "card": vars(card_run.card),
+                      "left_alone": card_run.left_alone, "ejected": card_run.ejected}
+        else:
+            summary, report = run(args.source, None), {}
+    except (IngestError, DeviceError) as exc:
         log.error("%s", exc)
         return EXIT_UNAVAILABLE
     finally:
         reporter.close()
+    _write_ingest_metrics(cfg)
+    if summary is None:  # a card left alone: not ours to touch
+        log.info("%s left alone: %s", args.source, report["left_alone"])
+        if args.json:
+            _print_json(report)
+        return EXIT_OK
     if args.json:
-        _print_json(summary.as_json())
+        _print_json({**summary, **report})
     else:
-        _print_summary(summary.as_json())
-    return EXIT_OK if summary.status == "completed" else EXIT_FAILED
+        _print_summary(summary)
+        if report.get("ejected"):
+            print(f"card: {report['ejected']}")
+        elif report.get("left_alone"):
+            print(f"card left in place: {report['left_alone']}")
+    return EXIT_OK if summary["status"] == "completed" else EXIT_FAILED
+
+
+def _write_ingest_metrics(cfg: config.Config) -> None:
+    """Refresh the node-exporter textfile, if configured; a failure here is only logged."""
+    if cfg.metrics.textfile_dir is None:
+        return
+    from photo_ingest.metrics import IngestCollector, write_textfile
+
+    try:
+        with catalog.connect(cfg.database.conninfo()) as conn:
+            write_textfile(cfg.metrics.textfile_dir, "ingest", IngestCollector(conn))
+    except (OSError, catalog.CatalogError) as exc:
+        log.warning("could not write metrics to %s: %s", cfg.metrics.textfile_dir, exc)
 
 
 def _print_summary(s: dict[str, Any]) -> None:

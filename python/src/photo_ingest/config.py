@@ -89,12 +89,33 @@ class MetadataConfig:
         return self.timezone or ingest.timezone or MACHINE_ZONE
 
 
+CARD_MATCH_KINDS = ("uuid", "label", "serial")
+
+
+@dataclass(frozen=True)
+class CardConfig:
+    """Cards given as block devices (`ingest /dev/sdb1`, the card-ingest@ unit)."""
+
+    user: str | None = None          # the library's owner: the copy runs as this user
+    eject: bool = True               # power the card off after a completed session
+    require_dcim: bool = True        # a medium without DCIM/ is reported and left alone
+    allow: tuple[str, ...] = ()      # "uuid:…", "label:…", "serial:…"; empty: every card
+    deny: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    textfile_dir: Path | None = None  # node-exporter textfile collector folder
+
+
 @dataclass(frozen=True)
 class Config:
     library: LibraryConfig = LibraryConfig()
     database: DatabaseConfig = DatabaseConfig()
     ingest: IngestConfig = IngestConfig()
     metadata: MetadataConfig = MetadataConfig()
+    card: CardConfig = CardConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
 
 def read_secret(path: Path, key: str) -> str:
@@ -127,7 +148,7 @@ def load(path: Path | None = None) -> Config:
 
 
 def parse(raw: dict[str, Any], base: Path = Path()) -> Config:
-    _check_keys(raw, {"library", "database", "ingest", "metadata"}, "")
+    _check_keys(raw, {"library", "database", "ingest", "metadata", "card", "metrics"}, "")
     lib = _table(raw, "library")
     _check_keys(lib, {"path", "layout"}, "library.")
     db = _table(raw, "database")
@@ -152,7 +173,33 @@ def parse(raw: dict[str, Any], base: Path = Path()) -> Config:
         extensions=_extensions(_table(ing, "extensions", "ingest.")),
     )
     return Config(library=library, database=database, ingest=ingest,
-                  metadata=_metadata(_table(raw, "metadata")))
+                  metadata=_metadata(_table(raw, "metadata")),
+                  card=_card(_table(raw, "card")), metrics=_metrics(_table(raw, "metrics"), base))
+
+
+def _card(table: dict[str, Any]) -> CardConfig:
+    _check_keys(table, {"user", "eject", "require_dcim", "allow", "deny"}, "card.")
+    lists = {}
+    for key in ("allow", "deny"):
+        items = _get(table, key, list, "card.", [])
+        for item in items:
+            kind, _, value = str(item).partition(":")
+            if kind not in CARD_MATCH_KINDS or not value:
+                raise ConfigError(f"card.{key}: {item!r} must look like uuid:…, label:… or "
+                                  "serial:…")
+        lists[key] = tuple(items)
+    return CardConfig(
+        user=_get(table, "user", str, "card.", None),
+        eject=_get(table, "eject", bool, "card.", True),
+        require_dcim=_get(table, "require_dcim", bool, "card.", True),
+        **lists,
+    )
+
+
+def _metrics(table: dict[str, Any], base: Path) -> MetricsConfig:
+    _check_keys(table, {"textfile_dir"}, "metrics.")
+    directory = _get(table, "textfile_dir", str, "metrics.", None)
+    return MetricsConfig(textfile_dir=base / directory if directory else None)
 
 
 def _check_keys(table: dict[str, Any], allowed: set[str], prefix: str) -> None:

@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import ClassVar, TextIO
 
 from photo_ingest.ingest.publish import Outcome
@@ -60,8 +61,10 @@ class IngestReporter:
     """Progress for one ingest: a bar redrawn on a terminal, or periodic log lines."""
 
     def __init__(self, stream: TextIO = sys.stderr, interactive: bool | None = None,
-                 log_every: float = 10.0) -> None:
+                 log_every: float = 10.0, status: Callable[[str], None] | None = None) -> None:
         self.stream = stream
+        self.status = status  # e.g. sd_notify STATUS=, for `systemctl status`
+        self.last_status = 0.0
         self.interactive = stream.isatty() if interactive is None else interactive
         self.log_every = log_every
         self.files = self.total_bytes = self.done_files = self.done_bytes = 0
@@ -98,6 +101,9 @@ class IngestReporter:
 
     def _maybe_draw(self) -> None:
         now = time.monotonic()
+        if self.status and now - self.last_status >= 1.0:
+            self.status(f"ingesting: {self.line()}")
+            self.last_status = now
         if self.interactive and now - self.last_draw >= 0.1:
             frac = min(self.done_bytes / self.total_bytes, 1.0) if self.total_bytes else 1.0
             bar = "#" * int(frac * 30)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
+from typing import Any
 
 from photo_ingest.ingest.sessions import Card
 
@@ -25,6 +26,33 @@ def identify(source: str) -> Card:
     except Exception as exc:  # not on a block device (tmpfs, overlay, NFS): no identity
         log.debug("no block device identity for %s: %s", source, exc)
         return Card()
+    return _from_udev(device)
+
+
+def identify_device(node: str) -> Card:
+    """The identity of the block device NODE itself (/dev/sdb1)."""
+    try:
+        import pyudev
+
+        device = pyudev.Devices.from_device_file(pyudev.Context(), node)
+    except Exception as exc:  # no udev: the filesystem still knows its UUID and label
+        log.debug("no udev entry for %s: %s", node, exc)
+        probed = blkid(node)
+        return Card(device=node, uuid=probed.get("UUID"), label=probed.get("LABEL"))
+    return _from_udev(device)
+
+
+def matches(card: Card, patterns: tuple[str, ...]) -> str | None:
+    """The first "uuid:…", "label:…" or "serial:…" pattern that names CARD, if any."""
+    for pattern in patterns:
+        kind, _, value = pattern.partition(":")
+        have = {"uuid": card.uuid, "label": card.label, "serial": card.serial}.get(kind)
+        if have is not None and have.casefold() == value.casefold():
+            return pattern
+    return None
+
+
+def _from_udev(device: Any) -> Card:
     props = device.properties
     card = Card(
         device=device.device_node,
