@@ -52,10 +52,30 @@ def demo(work: Path, dsn: str) -> int:
          ["photo-ingest", "--config", str(config), "sessions", "1"])
     step("Inserting the same card again copies nothing",
          ["photo-ingest", "--config", str(config), "ingest", str(card)])
+    step("photo-ingest extract (what photo-ingest-metadata.timer runs)",
+         ["photo-ingest", "--config", str(config), "extract"])
+    show_metadata(dsn)
     step("photo-ingest status", ["photo-ingest", "--config", str(config), "status"])
-    print("\nNot run here: metadata extraction and Immich upload are not built yet "
-          "(no Immich server is configured for this demo).")
+    print("\nNot run here: Immich upload (no Immich server is configured for this demo).")
     return rc
+
+
+def show_metadata(dsn: str) -> None:
+    import psycopg
+
+    print("\n== The metadata it extracted (SELECT … FROM asset_metadata)", flush=True)
+    with psycopg.connect(dsn) as conn:
+        conn.execute("SET TIME ZONE 'UTC'")
+        rows = conn.execute(
+            "SELECT a.library_path, m.captured_at, m.capture_offset_source, m.camera,"
+            " m.width, m.height, m.video_codec, m.raw_sidecars IS NOT NULL"
+            " FROM asset_metadata m JOIN assets a ON a.id = m.asset_id ORDER BY 1").fetchall()
+    print(f"{'library path':<26} {'captured (UTC)':<20} {'offset':<24} {'camera':<13} "
+          f"{'size':<7} {'codec':<6} sidecar")
+    for path, at, source, camera, w, h, codec, sidecar in rows:
+        when = f"{at:%Y-%m-%d %H:%M:%S}" if at else "-"
+        print(f"{path:<26} {when:<20} {source or '-':<24} {camera or '-':<13} "
+              f"{w}x{h:<4} {codec or '-':<6} {'yes' if sidecar else ''}")
 
 
 def step(title: str, argv: list[str], cwd: Path | None = None) -> int:
