@@ -390,6 +390,14 @@ def test_the_reader_gives_up_on_a_dead_or_silent_exiftool() -> None:
         os.close(w)
 
 
+def test_nul_escapes_are_dropped_from_exiftool_output() -> None:
+    from photo_ingest.metadata.extractor import without_nul
+
+    assert without_nul(r'{"a": "x\u0000y", "b": "\\u0000", "c": "\\\u0000"}') == \
+        r'{"a": "xy", "b": "\\u0000", "c": "\\"}'
+    assert json.loads(without_nul(json.dumps({"t": "nul\0here"}))) == {"t": "nulhere"}
+
+
 # --- many workers, many processes ---------------------------------------------------------------
 
 BIG = 200

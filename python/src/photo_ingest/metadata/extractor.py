@@ -33,9 +33,10 @@ log = logging.getLogger(__name__)
 # instead, which re-uses the stored output.)
 EXTRACTOR_VERSION = 1
 
+# (No "-charset filename=utf8": that converts names on Windows only, and costs time here.
+# Library paths are UTF-8, passed and printed back byte for byte.)
 COMMON_ARGS = [
     "-json", "-n", "-G",                 # numbers as numbers, family-0 group names kept
-    "-charset", "filename=utf8",
     "-api", "LargeFileSupport=1",        # videos over 2 GB: read the atoms past the 2 GB mark
 ]
 CONFIG = resources.files(__package__).joinpath("exiftool.config")
@@ -138,9 +139,8 @@ class ExifReader:
             _limits.timeout = None
         err = self._et.last_stderr
         assert isinstance(out, bytes) and isinstance(err, bytes)
-        # Invalid UTF-8 cannot reach PostgreSQL; neither can \u0000 in jsonb or text.
-        text = _NUL.sub(r"\1", out.decode("utf-8", "replace"))
-        return text, err.decode("utf-8", "replace")
+        # Invalid UTF-8 cannot reach PostgreSQL, nor can NUL characters (without_nul).
+        return without_nul(out.decode("utf-8", "replace")), err.decode("utf-8", "replace")
 
     def _restart(self) -> None:
         with warnings.catch_warnings():
@@ -161,6 +161,12 @@ class ExifReader:
         if not os.path.lexists(alias):
             os.symlink(path, alias)
         return alias
+
+
+def without_nul(text: str) -> str:
+    r"""JSON TEXT without \u0000 escapes, which PostgreSQL accepts neither in jsonb nor in
+    text (an escaped backslash followed by 'u0000' is left alone)."""
+    return _NUL.sub(r"\1", text) if "\\u0000" in text else text
 
 
 def _stderr_failures(stderr: str, names: dict[str, str]) -> dict[str, str]:
