@@ -20,7 +20,7 @@ def load(tmp_path: Path, text: str) -> config.Config:
 def test_defaults(tmp_path: Path) -> None:
     m = load(tmp_path, "").metadata
     assert (m.batch_size, m.workers, m.timezone, m.timeout, m.makes) == (
-        200, os.cpu_count(), None, 120.0, {})
+        500, os.cpu_count(), None, 120.0, {})
 
 
 def test_values(tmp_path: Path) -> None:

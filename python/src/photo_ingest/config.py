@@ -74,7 +74,7 @@ MACHINE_ZONE = ""      # MetadataConfig.zone_name() for "the machine's own zone"
 class MetadataConfig:
     """The metadata job (`photo-ingest extract`)."""
 
-    batch_size: int = 200
+    batch_size: int = 500
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     # None: the ingest's zone (ingest.timezone, else the machine's); "none": assume no zone.
     timezone: str | None = None
