@@ -18,6 +18,7 @@ command -v initdb >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/
   || missing+=(postgresql)
 command -v runuser >/dev/null || missing+=(util-linux)
 python3 -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
+command -v systemd-analyze >/dev/null || missing+=(systemd)  # unit checks
 command -v npm >/dev/null || missing+=(npm)  # the official Immich CLI, for the fidelity test
 if [ ${#missing[@]} -gt 0 ]; then _apt "${missing[@]}"; fi
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -76,6 +77,17 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("status", help="library totals, running and last sessions")
     c.add_argument("--json", action="store_true", help="print JSON on stdout")
     c.set_defaults(func=_cmd_status)
+
+    c = sub.add_parser("install-units", help="install the systemd units and udev rule "
+                       "(Debian, Raspberry Pi OS)",
+                       description="Write card-ingest@.service, the metadata timer, the "
+                       "Immich sync service and 90-photo-ingest.rules with this installation's "
+                       "paths, plus drop-ins for this config's library and metrics folders.")
+    c.add_argument("--prefix", type=Path, default=Path("/"),
+                   help="root to install under (default /; e.g. a package build folder)")
+    c.add_argument("--user", default="photo-ingest",
+                   help="account for the metadata and sync services (default photo-ingest)")
+    c.set_defaults(func=_cmd_install_units)
 
     c = sub.add_parser("migrate", help="apply catalog migrations and exit")
     c.set_defaults(func=_cmd_migrate)
@@ -272,6 +284,19 @@ def _print_metadata_status(m: dict[str, Any]) -> None:
     if m["failed"] > len(m["failures"]):
         print(f"  … and {m['failed'] - len(m['failures'])} more "
               "(photo-ingest extract --retry-failed tries them again)")
+
+
+def _cmd_install_units(cfg: config.Config, args: argparse.Namespace) -> int:
+    from photo_ingest import units
+
+    config_path = (args.config or Path(os.environ.get(config.ENV_VAR) or config.DEFAULT_PATH))
+    written = units.install(args.prefix, cfg, config_path.absolute(), user=args.user)
+    for path in written:
+        print(path)
+    if args.prefix == Path("/"):
+        print("next: systemctl daemon-reload && udevadm control --reload && systemctl enable "
+              "--now photo-ingest-metadata.timer photo-ingest-immich-sync.service")
+    return EXIT_OK
 
 
 def _cmd_migrate(cfg: config.Config, args: argparse.Namespace) -> int:

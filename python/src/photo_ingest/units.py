@@ -1,0 +1,79 @@
+"""The shipped systemd units and udev rule, rendered for an installation.
+
+The files in photo_ingest/systemd/ are the only copies: Debian and Raspberry Pi OS users
+install them with `photo-ingest install-units`, the Nix package substitutes the same
+placeholders, and site-specific settings (paths, users) go into drop-ins, never into
+edited copies.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from importlib import resources
+from pathlib import Path
+
+from photo_ingest.config import Config
+
+UNITS = ("card-ingest@.service", "photo-ingest-metadata.service",
+         "photo-ingest-metadata.timer", "photo-ingest-immich-sync.service")
+RULE = "90-photo-ingest.rules"
+SERVICE_USER = "photo-ingest"
+
+
+def shipped(name: str) -> str:
+    return resources.files("photo_ingest").joinpath("systemd", name).read_text("utf-8")
+
+
+def default_bindir() -> Path:
+    """Where this installation's `photo-ingest` script is: beside its Python, else on PATH."""
+    beside = Path(sys.executable).parent
+    if (beside / "photo-ingest").exists():
+        return beside
+    found = shutil.which("photo-ingest")
+    return Path(found).parent if found else beside
+
+
+def render(name: str, bindir: Path) -> str:
+    return shipped(name).replace("@bindir@", os.fspath(bindir))
+
+
+def drop_ins(cfg: Config, config_path: Path, user: str) -> dict[str, str]:
+    """Per-unit drop-ins: the config file, the folders each unit may write, the user."""
+    library = os.fspath(cfg.library.path)
+    textfiles = os.fspath(cfg.metrics.textfile_dir) if cfg.metrics.textfile_dir else ""
+    env = f"Environment=PHOTO_INGEST_CONFIG={config_path}\n"
+    account = f"User={user}\nGroup={user}\n"
+    writable = " ".join(p for p in (library, textfiles) if p)
+    return {
+        "card-ingest@.service": f"[Service]\n{env}ReadWritePaths={writable}\n",
+        "photo-ingest-metadata.service":
+            f"[Service]\n{env}{account}"
+            + (f"ReadWritePaths={textfiles}\n" if textfiles else ""),
+        "photo-ingest-immich-sync.service": f"[Service]\n{env}{account}",
+    }
+
+
+def install(prefix: Path, cfg: Config, config_path: Path, *, bindir: Path | None = None,
+            user: str = SERVICE_USER) -> list[Path]:
+    """Write the units, their drop-ins and the udev rule under PREFIX; returns the paths."""
+    bindir = bindir or default_bindir()
+    unit_dir = prefix / "etc/systemd/system"
+    rule_dir = prefix / "etc/udev/rules.d"
+    written = []
+    for name in UNITS:
+        written.append(_write(unit_dir / name, render(name, bindir)))
+    for name, text in drop_ins(cfg, config_path, user).items():
+        header = "# Written by `photo-ingest install-units`: this site's paths and user.\n"
+        written.append(_write(unit_dir / f"{name}.d" / "50-photo-ingest.conf", header + text))
+    written.append(_write(rule_dir / RULE, shipped(RULE)))
+    return written
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    return path
