@@ -30,6 +30,7 @@ class IngestCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from self._files()
         yield from self._sessions()
+        yield from self._cards()
         yield from self._library()
 
     def _files(self) -> Iterator[Metric]:
@@ -92,6 +93,28 @@ class IngestCollector(Collector):
                                     "second", "Bytes copied per second by the last completed"
                                     " ingest session", value=rate)
 
+    def _cards(self) -> Iterator[Metric]:
+        """Per card (label, else UUID): sessions, files copied, when last seen."""
+        sessions = CounterMetricFamily("photo_ingest_ingest_card_sessions", "Ingest sessions "
+                                       "per card", labels=["card"])
+        copied = CounterMetricFamily("photo_ingest_ingest_card_files", "Files copied from "
+                                     "each card", labels=["card"])
+        seen = GaugeMetricFamily("photo_ingest_ingest_card_last_session_timestamp_seconds",
+                                 "When each card's last session started", labels=["card"])
+        for r in self.conn.execute(
+            "SELECT coalesce(card_label, card_uuid) AS card, count(*) AS n,"
+            " sum(files_copied)::bigint AS copied,"
+            " extract(epoch FROM max(started_at))::float8 AS last"
+            " FROM ingest_sessions WHERE coalesce(card_label, card_uuid) IS NOT NULL"
+            " GROUP BY 1 ORDER BY 1"
+        ):
+            sessions.add_metric([r["card"]], r["n"])
+            copied.add_metric([r["card"]], r["copied"])
+            seen.add_metric([r["card"]], r["last"])
+        yield sessions
+        yield copied
+        yield seen
+
     def _library(self) -> Iterator[Metric]:
         assets = GaugeMetricFamily("photo_ingest_library_assets", "Assets in the library",
                                    labels=["media_type"])
@@ -116,3 +139,31 @@ def write_textfile(directory: Path, job: str, *collectors: Collector) -> Path:
     path = directory / f"photo_ingest_{job}.prom"
     write_to_textfile(os.fspath(path), registry)
     return path
+
+
+class MetadataCollector(Collector):
+    """The metadata job from the catalog: records by status, backlog, last success."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+
+    def collect(self) -> Iterator[Metric]:
+        row = self.conn.execute(
+            "SELECT count(*) FILTER (WHERE m.asset_id IS NULL) AS backlog,"
+            " count(*) FILTER (WHERE m.status = 'ok') AS ok,"
+            " count(*) FILTER (WHERE m.status = 'failed') AS failed,"
+            " extract(epoch FROM max(m.extracted_at) FILTER (WHERE m.status = 'ok'))::float8"
+            "   AS last FROM assets a LEFT JOIN asset_metadata m ON m.asset_id = a.id"
+        ).fetchone()
+        assert row is not None
+        yield GaugeMetricFamily("photo_ingest_metadata_backlog_assets", "Assets without a "
+                                "metadata record", value=row["backlog"])
+        records = GaugeMetricFamily("photo_ingest_metadata_assets", "Assets with a metadata "
+                                    "record, by status", labels=["status"])
+        records.add_metric(["ok"], row["ok"])
+        records.add_metric(["failed"], row["failed"])
+        yield records
+        if row["last"] is not None:
+            yield GaugeMetricFamily("photo_ingest_metadata_last_success_timestamp_seconds",
+                                    "When an asset's metadata was last extracted",
+                                    value=row["last"])
