@@ -370,6 +370,47 @@ def test_a_hanging_or_crashing_exiftool_fails_only_its_file(
                       "D_CRASH.JPG": "exiftool crashed reading this file"}
 
 
+def test_no_exiftool_means_cannot_start(small_card: Path, cli: CLI,
+                                        make_config: Callable[..., Path]) -> None:
+    ingest(cli, small_card)
+    config = make_config(exiftool="/nonexistent/exiftool", timezone="Europe/Berlin")
+    result = run_cli(config, "extract")
+    assert result.returncode == 3, result.stderr
+    assert "cannot start exiftool (/nonexistent/exiftool)" in result.stderr
+
+
+def test_a_record_the_catalog_rejects_fails_alone(small_card: Path, cli: CLI, dsn: str,
+                                                  tmp_path: Path,
+                                                  db: psycopg.Connection[Any]) -> None:
+    """The load's fallback: COPY of the batch fails, each record is tried on its own."""
+    import csv
+
+    from photo_ingest.metadata import load
+    from photo_ingest.metadata.backlog import Versions
+    from photo_ingest.metadata.normalise import COLUMNS
+
+    ingest(cli, small_card)
+    ids = [r["id"] for r in db.execute("SELECT id FROM assets ORDER BY id")]
+    path = tmp_path / "batch.csv"
+    with path.open("w", newline="") as fh:
+        out = csv.writer(fh, lineterminator="\n")
+        for n, asset_id in enumerate(ids):
+            row = dict.fromkeys(COLUMNS, "")
+            row.update(asset_id=asset_id, warnings='two\nlines, "quoted"', keywords="{}",
+                       raw='{"a": 1}', captured_at="2024-06-01 10:00:00+00")
+            if n == 2:
+                row["captured_at"] = "the day before yesterday"  # PostgreSQL says no
+            out.writerow(row.values())
+    facts = [load.Fact(asset_id, "extract") for asset_id in ids]
+    with psycopg.connect(dsn, row_factory=psycopg.rows.dict_row) as conn:
+        written = load.load(conn, path, facts, Versions("test"))
+        conn.commit()
+    assert [w.status for w in written] == ["ok", "ok", "failed", "ok"]
+    assert written[2].error is not None and written[2].error.startswith(
+        "the catalog rejected the record: invalid input syntax for type timestamp")
+    assert records(db)["IMG_1.JPG"]["warnings"] == 'two\nlines, "quoted"'
+
+
 def test_the_reader_gives_up_on_a_dead_or_silent_exiftool() -> None:
     from photo_ingest.metadata import extractor
 

@@ -72,8 +72,11 @@ class ExifReader:
     def __init__(self, executable: str = "exiftool", timeout: float = 120.0) -> None:
         _install_reader()
         self.timeout = timeout
-        self._et = exiftool.ExifTool(executable=executable, common_args=COMMON_ARGS,
-                                     config_file=str(CONFIG), encoding="utf-8")
+        try:
+            self._et = exiftool.ExifTool(executable=executable, common_args=COMMON_ARGS,
+                                         config_file=str(CONFIG), encoding="utf-8")
+        except FileNotFoundError as exc:  # pyexiftool looks the executable up right away
+            raise ExifToolUnavailable(f"cannot start exiftool ({executable}): {exc}") from exc
         self._et.block_size = 1 << 16
         self._aliases: tempfile.TemporaryDirectory[str] | None = None
 

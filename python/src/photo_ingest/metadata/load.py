@@ -104,9 +104,11 @@ def load(conn: psycopg.Connection[Any], csv: Path, facts: Sequence[Fact],
         log.warning("the catalog rejected a batch of records (%s); loading them one by one",
                     str(exc).splitlines()[0])
         _copy_singly(conn, data, facts)
-    return [Written(r["asset_id"], r["status"], r["error"]) for r in conn.execute(
-        _UPSERT, {"extractor": versions.extractor, "normaliser": versions.normaliser,
-                  "settings": versions.settings}).fetchall()]
+    rows = conn.execute(_UPSERT, {"extractor": versions.extractor,
+                                  "normaliser": versions.normaliser,
+                                  "settings": versions.settings}).fetchall()
+    return sorted((Written(r["asset_id"], r["status"], r["error"]) for r in rows),
+                  key=lambda w: w.asset_id)
 
 
 def _copy_facts(conn: psycopg.Connection[Any], facts: Sequence[Fact]) -> None:

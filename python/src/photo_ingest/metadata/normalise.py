@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -60,6 +61,7 @@ BUILTIN_MAKES = {
 }
 
 _SQL = resources.files(__package__).joinpath("normalise.sql")
+_DOCS = "CREATE TEMP TABLE docs (asset_id BIGINT, seq INTEGER, sidecar BOOLEAN, doc JSON)"
 
 
 @dataclass(frozen=True)
@@ -94,22 +96,56 @@ class Document:
     seq: int           # order among the asset's sidecars
 
 
-class Normaliser:
+class Database:
+    """One in-memory DuckDB holding the normaliser's macros and views, made on first use
+    and shared by every loader thread (each through its own connection)."""
+
     def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._con: duckdb.DuckDBPyConnection | None = None
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        with self._lock:
+            if self._con is None:
+                self._con = self._create()
+            cursor = self._con.cursor()
+        cursor.execute("SET TimeZone = 'UTC'")  # how TIMESTAMPTZ values are written out
+        cursor.execute(_DOCS)
+        return cursor
+
+    def close(self) -> None:
+        if self._con is not None:
+            self._con.close()
+
+    def _create(self) -> duckdb.DuckDBPyConnection:
         import duckdb
 
-        self._con = duckdb.connect(config={"threads": 1})  # small batches; cores are exiftool's
-        self._con.execute("SET TimeZone = 'UTC'")  # how TIMESTAMPTZ values are written out
-        self._con.execute(_SQL.read_text(encoding="utf-8"))
-        self._con.execute("INSERT INTO settings VALUES (?)", [settings.zone])
-        self._con.execute("INSERT INTO makes SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[])",
-                          [[k.upper() for k in settings.makes], list(settings.makes.values())])
-        self._check_zone(settings.zone)
+        con = duckdb.connect(config={"threads": 1})  # small batches; the cores are exiftool's
+        con.execute(_DOCS)
+        con.execute(_SQL.read_text(encoding="utf-8"))
+        con.execute("INSERT INTO settings VALUES (?)", [self.settings.zone])
+        con.execute("INSERT INTO makes SELECT unnest(?::VARCHAR[]), unnest(?::VARCHAR[])",
+                    [[k.upper() for k in self.settings.makes],
+                     list(self.settings.makes.values())])
+        _check_zone(con, self.settings.zone)
+        return con
+
+
+class Normaliser:
+    """One loader thread's use of the DuckDB: feed a batch, write its records."""
+
+    def __init__(self, source: Settings | Database) -> None:
+        self._owns_db = not isinstance(source, Database)  # a database of its own, unshared
+        self._db = source if isinstance(source, Database) else Database(source)
+        self._con = self._db.connect()
         self._tmp = tempfile.TemporaryDirectory(prefix="photo-ingest-normalise-")
         self.csv_path = Path(self._tmp.name) / "batch.csv"
 
     def close(self) -> None:
         self._con.close()
+        if self._owns_db:
+            self._db.close()
         self._tmp.cleanup()
 
     def add_read(self, reading: Reading, documents: Sequence[Document]) -> None:
@@ -158,18 +194,18 @@ class Normaliser:
         self._con.execute("DELETE FROM docs")
         return rows
 
-    def _check_zone(self, zone: str | None) -> None:
-        import duckdb
-
-        if zone is None:
-            return
-        try:
-            self._con.execute("SELECT timezone(?, TIMESTAMP '2000-01-01')", [zone])
-        except duckdb.Error as exc:
-            raise ValueError(f"time zone {zone!r} is unknown to DuckDB: {exc}") from exc
-
-
 _TIMESTAMPS = {"captured_at", "captured_local", "gps_time"}
+
+
+def _check_zone(con: duckdb.DuckDBPyConnection, zone: str | None) -> None:
+    import duckdb
+
+    if zone is None:
+        return
+    try:
+        con.execute("SELECT timezone(?, TIMESTAMP '2000-01-01')", [zone])
+    except duckdb.Error as exc:
+        raise ValueError(f"time zone {zone!r} is unknown to DuckDB: {exc}") from exc
 
 
 def _fetch_one(con: duckdb.DuckDBPyConnection, sql: str) -> object:

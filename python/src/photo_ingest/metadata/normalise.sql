@@ -1,13 +1,13 @@
 -- DuckDB: exiftool's JSON (-json -n -G) -> one typed metadata record per asset.
 --
--- Loaded once per DuckDB connection by photo_ingest.metadata.normalise. Each batch fills
--- `docs` (one row per file read: the asset's own file and its sidecars) and reads the view
--- `normalised`. Which tags feed which column is documented in docs/metadata.md; keep the two
+-- Loaded once per DuckDB database by photo_ingest.metadata.normalise. Each loader thread
+-- has its own connection with its own temporary `docs` table (created before this file
+-- runs: one row per file read, the asset's own file and its sidecars); each batch fills it
+-- and reads the view `normalised`, which binds `docs` to the reading connection's table. Which tags feed which column is documented in docs/metadata.md; keep the two
 -- in step, and bump NORMALISER_VERSION in normalise.py when a result can change.
 
 CREATE TABLE settings (zone VARCHAR);          -- zone assumed for times without an offset
 CREATE TABLE makes (key VARCHAR PRIMARY KEY, name VARCHAR);  -- upper(make) -> display name
-CREATE TABLE docs (asset_id BIGINT, seq INTEGER, sidecar BOOLEAN, doc JSON);
 
 -- ---- scalar helpers ----------------------------------------------------------------------
 -- (Each macro uses its arguments once, or only on plain columns: DuckDB inlines macros, and

@@ -31,12 +31,12 @@ from photo_ingest.config import Config, ConfigError
 from photo_ingest.metadata import backlog, load
 from photo_ingest.metadata.backlog import EXTRACT, NORMALISE, Claimed, Retries, Versions
 from photo_ingest.metadata.extractor import ExifReader, Reading
-from photo_ingest.metadata.normalise import Document, Normaliser, Settings
+from photo_ingest.metadata.normalise import Database, Document, Normaliser, Settings
 
 log = logging.getLogger(__name__)
 
 MAX_LISTED_FAILURES = 1000
-MIN_TAIL_BATCH = 25  # smaller batches cost more in DuckDB's fixed per-query time than they save
+MIN_TAIL_BATCH = 50  # smaller ones cost more in DuckDB's fixed time per batch than they save
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,7 @@ class Extraction:
         except ValueError as exc:
             raise ConfigError(f"metadata.timezone: {exc}") from exc
         self.versions = Versions(self.settings.fingerprint())
+        self.duckdb = Database(self.settings)  # created by the first loader that needs it
         self.summary = Summary(batch_size=options.batch_size)
         self._lock = threading.Lock()
         self._budget = options.limit
@@ -142,9 +143,9 @@ class Extraction:
                  todo, workers, self.batch_size)
         crew: list[_Worker] = []
         try:
-            for _ in range(workers):  # exiftool is started here, before any thread exists
-                crew.append(self._worker(conninfo))
-            for w in crew:
+            for _ in range(workers):  # each starts work while the next exiftool starts up
+                w = self._worker(conninfo)
+                crew.append(w)
                 w.threads = [threading.Thread(target=self._guard, args=(f, w), daemon=True)
                              for f in (self._read_loop, self._load_loop)]
                 for t in w.threads:
@@ -155,6 +156,7 @@ class Extraction:
                 w.reader.close()
                 for conn in w.conns:  # closing rolls back what a failed thread left open
                     conn.close()
+            self.duckdb.close()
 
     def _worker(self, conninfo: str) -> _Worker:
         reader = ExifReader(self.cfg.ingest.exiftool, self.cfg.metadata.timeout).start()
@@ -222,12 +224,13 @@ class Extraction:
         return None
 
     def _size(self) -> int:
-        """The next batch's size: full while much is left, then smaller, so that the workers
-        finish together and the last load, which nothing overlaps, is short."""
+        """The next batch's size: full while much is left, then a worker's share of what is
+        left (guided self-scheduling), so that the workers finish together and the last
+        load, which nothing overlaps, is short."""
         with self._lock:
             left = self._todo - self._claimed
         return max(min(self.batch_size, MIN_TAIL_BATCH),
-                   min(self.batch_size, math.ceil(left / (2 * self._workers))))
+                   min(self.batch_size, math.ceil(left / self._workers)))
 
     def _take(self, n: int) -> int:
         """Up to N assets of the --limit budget (N < 0 gives back)."""
@@ -276,7 +279,7 @@ class Extraction:
     def _load_loop(self, w: _Worker) -> None:
         normaliser = None
         try:
-            normaliser = Normaliser(self.settings)
+            normaliser = Normaliser(self.duckdb)
             while (job := w.jobs.get()) is not None:
                 try:
                     if self.summary.status == "failed":
