@@ -49,3 +49,18 @@ def test_failure_reasons_fall_into_few_classes() -> None:
     assert failure_class("not attempted: library filesystem is full") == "not_attempted"
     assert failure_class("file changed size while being read: …") == "source_changed"
     assert failure_class("something new") == "other"
+
+
+def test_extract_writes_the_metadata_textfile(tmp_path: Path,
+                                              make_config: Callable[..., Path]) -> None:
+    from conftest import run_cli
+
+    config = make_config()
+    config.write_text(config.read_text() + f'[metrics]\ntextfile_dir = "{tmp_path}/prom"\n')
+    sample_card(tmp_path / "card")
+    assert run_cli(config, "ingest", tmp_path / "card").returncode == 0
+    assert run_cli(config, "extract").returncode == 0
+    m = samples(tmp_path / "prom/photo_ingest_metadata.prom")
+    assert m[("photo_ingest_metadata_backlog_assets", ())] == 0
+    assert m[("photo_ingest_metadata_assets", (("status", "ok"),))] == 13
+    assert m[("photo_ingest_metadata_last_success_timestamp_seconds", ())] > 1.7e9

@@ -168,7 +168,7 @@ def _cmd_ingest(cfg: config.Config, args: argparse.Namespace) -> int:
         return EXIT_UNAVAILABLE
     finally:
         reporter.close()
-    _write_ingest_metrics(cfg)
+    _write_textfile(cfg, "ingest")
     if summary is None:  # a card left alone: not ours to touch
         log.info("%s left alone: %s", args.source, report["left_alone"])
         if args.json:
@@ -185,15 +185,16 @@ def _cmd_ingest(cfg: config.Config, args: argparse.Namespace) -> int:
     return EXIT_OK if summary["status"] == "completed" else EXIT_FAILED
 
 
-def _write_ingest_metrics(cfg: config.Config) -> None:
-    """Refresh the node-exporter textfile, if configured; a failure here is only logged."""
+def _write_textfile(cfg: config.Config, job: str) -> None:
+    """Refresh JOB's node-exporter textfile, if configured; a failure here is only logged."""
     if cfg.metrics.textfile_dir is None:
         return
-    from photo_ingest.metrics import IngestCollector, write_textfile
+    from photo_ingest.metrics import IngestCollector, MetadataCollector, write_textfile
 
+    collector = {"ingest": IngestCollector, "metadata": MetadataCollector}[job]
     try:
         with catalog.connect(cfg.database.conninfo()) as conn:
-            write_textfile(cfg.metrics.textfile_dir, "ingest", IngestCollector(conn))
+            write_textfile(cfg.metrics.textfile_dir, job, collector(conn))
     except (OSError, catalog.CatalogError) as exc:
         log.warning("could not write metrics to %s: %s", cfg.metrics.textfile_dir, exc)
 
@@ -336,6 +337,7 @@ def _cmd_extract(cfg: config.Config, args: argparse.Namespace) -> int:
     except ExifToolUnavailable as exc:
         log.error("%s", exc)
         return EXIT_UNAVAILABLE
+    _write_textfile(cfg, "metadata")
     data = summary.as_json()
     if args.json:
         _print_json(data)
