@@ -70,7 +70,8 @@ def _from_udev(device: Any) -> Card:
 def blkid(device: str) -> dict[str, str]:
     """blkid's `-o export` answer for DEVICE as a dict; empty when it cannot tell."""
     try:
-        out = subprocess.run(["blkid", "-o", "export", device], capture_output=True,
+        # -p probes the device itself: blkid's cache goes stale when loop devices are reused
+        out = subprocess.run(["blkid", "-p", "-o", "export", device], capture_output=True,
                              text=True, timeout=10, check=False).stdout
     except (OSError, subprocess.TimeoutExpired):
         return {}

@@ -184,6 +184,7 @@ def _as_library_user(user: str | None, work: Callable[[], dict[str, Any]]) -> di
     if user is None or os.geteuid() != 0:
         return work()
     pw = pwd.getpwnam(user)
+    _preload()
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: drop every privilege for good, then ingest
@@ -218,3 +219,13 @@ def _as_library_user(user: str | None, work: Callable[[], dict[str, Any]]) -> di
 
 
 _ERROR = "__error__"
+
+
+def _preload() -> None:
+    """Import now what the child would import lazily: after the drop to the library user it
+    may not be allowed to read this Python installation (a venv under root's home, say)."""
+    from photo_ingest.catalog.migrate import available
+    from photo_ingest.ingest.capture import CaptureReader
+
+    available()
+    CaptureReader().close()
