@@ -225,6 +225,8 @@ def test_library_mode(tmp_path: Path, dsn: str, library: Path, fake_immich: Fake
     assert (s.scanned, s.uploaded) == (3, 0)
     (lib,) = fake_immich.libraries.values()
     assert lib.import_paths == ["/mnt/photos"] and lib.owner_id == fake_immich.users["root"].id
+    assert "**/.incoming/**" in lib.exclusion_patterns and "**/@eaDir/**" in \
+        lib.exclusion_patterns
     assert len(lib.scans) == 1
     assert {(r["state"], r["result"]) for r in rows(db).values()} == {("done", "scanned")}
     assert not [r for r in fake_immich.requests if r.path == "/api/assets"]

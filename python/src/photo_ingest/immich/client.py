@@ -409,11 +409,12 @@ class ImmichClient:
         data: list[dict[str, Any]] = await self.get("getAllLibraries", "/libraries")
         return data
 
-    async def create_library(self, owner_id: str, name: str,
-                             import_paths: Iterable[str]) -> dict[str, Any]:
+    async def create_library(self, owner_id: str, name: str, import_paths: Iterable[str],
+                             exclusion_patterns: Iterable[str]) -> dict[str, Any]:
         data: dict[str, Any] = await self.request(
             "createLibrary", "POST", "/libraries", expect=(201, 200),
-            json_body={"ownerId": owner_id, "name": name, "importPaths": list(import_paths)})
+            json_body={"ownerId": owner_id, "name": name, "importPaths": list(import_paths),
+                       "exclusionPatterns": list(exclusion_patterns)})
         return data
 
     async def update_library(self, library_id: str, import_paths: Iterable[str]) -> None:

@@ -67,6 +67,9 @@ ALBUM_FLUSH_SECONDS = 2.0
 DEFER_SECONDS = 2.0                      # a still waiting for its Live Photo video
 NOTIFY_SETTLE = 0.25                     # let a burst of NOTIFYs from one card arrive
 FAILURES_KEPT = 50
+#: Immich's default exclusion patterns, plus the ingest's folder of partial files
+LIBRARY_EXCLUSIONS = ("**/@eaDir/**", "**/._*", "**/#recycle/**", "**/#snapshot/**",
+                      "**/.incoming/**")
 
 
 class SyncError(ImmichError):
@@ -842,7 +845,7 @@ class Syncer:
                          lib.get("name"))
             else:
                 lib = await self.client.create_library(info.user_id, self.icfg.library_name,
-                                                       [path])
+                                                       [path], LIBRARY_EXCLUSIONS)
                 log.info("created Immich external library %r for %s", lib.get("name"), path)
         self.library_id = str(lib["id"])
         await self.store.set_library(self.library_id)
