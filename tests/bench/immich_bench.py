@@ -239,6 +239,8 @@ def main() -> int:
     p.add_argument("--preseed", type=float, default=0.3)
     p.add_argument("--big", type=int, default=100_000)
     p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--repeat", type=int, default=3,
+                   help="runs of each CLI/sync pair, interleaved; medians are reported")
     p.add_argument("--workdir", type=Path)
     p.add_argument("--warm", action="store_true", help="do not drop the page cache")
     p.add_argument("--skip-cli", action="store_true")
@@ -249,7 +251,8 @@ def main() -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="immich-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     root = work / "card"
-    results: list[Result] = []
+    runs: dict[str, list[Result]] = {}
+    w = args.workers
     pg = TempPostgres().start()
     try:
         log(f"making {args.files} files of {args.min_mb:g}-{args.max_mb:g} MB in {root}")
@@ -259,80 +262,78 @@ def main() -> int:
         dsn = pg.create_database("bench")
         catalog(dsn, root, files)
         rng = random.Random(7)
-        pre = sorted(rng.sample(range(len(files)), int(len(files) * args.preseed)))
-        rest = [f for i, f in enumerate(files) if i not in set(pre)]
-        rest_bytes = sum(size for _, size, _ in rest)
+        pre_set = set(rng.sample(range(len(files)), int(len(files) * args.preseed)))
+        pre = sorted(pre_set)
+        rest_bytes = sum(size for i, (_, size, _) in enumerate(files) if i not in pre_set)
+        cpus = os.cpu_count() or 1
 
-        def seeded(name: str) -> tuple[FakeImmich, str]:
+        def fresh(name: str, preseed: bool) -> tuple[FakeImmich, str]:
             s = server(work, name, args.service_time)
             key = s.create_api_key("alice")
-            for i in pre:
-                s.seed_asset("alice", path=files[i][0], filename=files[i][0].name)
+            if preseed:
+                for i in pre:
+                    s.seed_asset("alice", path=files[i][0], filename=files[i][0].name)
             return s, key
 
-        cpus = os.cpu_count() or 1
-        if not args.skip_cli:
-            ensure_cli()
-            for name, conc in (("cli-default", None), ("cli-c4", args.workers)):
-                s = server(work, name, args.service_time)
-                key = s.create_api_key("alice")
+        def record(result: Result) -> None:
+            runs.setdefault(result.name, []).append(result)
+            log(f"  {result.name}: {result.seconds:.2f} s")
+
+        def cli(name: str, conc: int | None, preseed: bool, rerun: bool = False) -> None:
+            s, key = fresh(name, preseed)
+            try:
                 drop_caches(args.warm)
-                log(f"{name}: immich upload --recursive"
-                    + (f" --concurrency {conc}" if conc else f" (concurrency {max(1, cpus - 1)})"))
                 secs = cli_run(s, key, root, conc)
                 check_server(s, files)
-                results.append(Result(name, secs, len(files), len(files), total))
-                log(f"  {secs:.1f} s")
-                if name == "cli-c4":
+                sent = len(files) - (len(pre) if preseed else 0)
+                record(Result(name, secs, len(files), sent,
+                              rest_bytes if preseed else total))
+                if rerun:
                     drop_caches(args.warm)
-                    log("cli-rerun: the same, nothing new")
                     secs = cli_run(s, key, root, conc)
-                    results.append(Result("cli-rerun", secs, 0, 0, 0,
-                                          "re-hashes every file"))
-                    log(f"  {secs:.1f} s")
+                    record(Result("cli-rerun", secs, 0, 0, 0, "re-hashes every file"))
+            finally:
                 stop_server(s)
 
-        s = server(work, "sync", args.service_time)
-        key = s.create_api_key("alice")
-        config = sync_config(work, dsn, root, s, key, args.workers)
-        drop_caches(args.warm)
-        log(f"sync-w{args.workers}: photo-ingest sync --once --workers {args.workers}")
-        secs, out = sync_run(config)
-        check_server(s, files)
-        assert out["assets"]["uploaded"] == len(files), out
-        results.append(Result(f"sync-w{args.workers}", secs, len(files), len(files), total))
-        log(f"  {secs:.1f} s")
-        drop_caches(args.warm)
-        secs, out = sync_run(config)
-        assert sum(out["assets"].values()) == 0, out
-        results.append(Result("sync-rerun", secs, 0, 0, 0, f"{len(files)} catalogued"))
-        log(f"sync-rerun: {secs:.2f} s")
-        stop_server(s)
-
-        if args.preseed and not args.skip_cli:
-            s, key = seeded("cli30")
-            drop_caches(args.warm)
-            log(f"cli-c4-30: {len(pre)} of {len(files)} already on the server")
-            secs = cli_run(s, key, root, args.workers)
-            check_server(s, files)
-            results.append(Result(f"cli-c{args.workers}-30", secs, len(files), len(rest),
-                                  rest_bytes))
-            log(f"  {secs:.1f} s")
-            stop_server(s)
-        if args.preseed:
+        def sync(name: str, preseed: bool, rerun: bool = False) -> None:
             reset_sync_state(dsn)
-            s, key = seeded("sync30")
-            config = sync_config(work, dsn, root, s, key, args.workers)
-            drop_caches(args.warm)
-            log(f"sync-w4-30: {len(pre)} of {len(files)} already on the server")
-            secs, out = sync_run(config)
-            check_server(s, files)
-            assert out["assets"]["uploaded"] == len(rest), out
-            assert out["assets"]["duplicate"] == len(pre), out
-            results.append(Result(f"sync-w{args.workers}-30", secs, len(files), len(rest),
-                                  rest_bytes))
-            log(f"  {secs:.1f} s")
-            stop_server(s)
+            s, key = fresh(name, preseed)
+            try:
+                config = sync_config(work, dsn, root, s, key, w)
+                drop_caches(args.warm)
+                secs, out = sync_run(config)
+                check_server(s, files)
+                sent = len(files) - (len(pre) if preseed else 0)
+                assert out["assets"]["uploaded"] == sent, out
+                record(Result(name, secs, len(files), sent, rest_bytes if preseed else total))
+                if rerun:
+                    drop_caches(args.warm)
+                    secs, out = sync_run(config)
+                    assert sum(out["assets"].values()) == 0, out
+                    record(Result("sync-rerun", secs, 0, 0, 0,
+                                  f"{len(files)} catalogued, nothing new"))
+            finally:
+                stop_server(s)
+
+        if not args.skip_cli:
+            ensure_cli()
+            log(f"cli-default: immich upload --recursive (concurrency {max(1, cpus - 1)})")
+            cli("cli-default", None, False)
+        for rep in range(args.repeat):
+            log(f"round {rep + 1} of {args.repeat}")
+            pairs: list[tuple[str, Any]] = [
+                (f"sync-w{w}", lambda first=rep == 0: sync(f"sync-w{w}", False, first))]
+            if not args.skip_cli:
+                pairs.append((f"cli-c{w}", lambda first=rep == 0: cli(f"cli-c{w}", w, False,
+                                                                       first)))
+            if args.preseed:
+                pairs.append((f"sync-w{w}-30", lambda: sync(f"sync-w{w}-30", True)))
+                if not args.skip_cli:
+                    pairs.append((f"cli-c{w}-30", lambda: cli(f"cli-c{w}-30", w, True)))
+            if rep % 2:
+                pairs.reverse()           # neither side always runs first
+            for _, run in pairs:
+                run()
 
         if args.big:
             big = pg.create_database("big")
@@ -342,32 +343,33 @@ def main() -> int:
             key = s.create_api_key("alice")
             for sha1 in sha1s:
                 s.seed_asset("alice", checksum=sha1.hex())
-            config = sync_config(work, big, root, s, key, args.workers)
+            config = sync_config(work, big, root, s, key, w)
             secs, out = sync_run(config)
             assert out["assets"]["duplicate"] == args.big, out
-            results.append(Result("big-first", secs, args.big, 0, 0,
-                                  "bulk checks only: every asset a duplicate"))
-            log(f"  first sync {secs:.2f} s")
-            runs = []
+            record(Result("big-first", secs, args.big, 0, 0,
+                          "bulk checks only: every asset a duplicate"))
             for _ in range(3):
                 secs, out = sync_run(config)
                 assert sum(out["assets"].values()) == 0, out
-                runs.append(secs)
-            results.append(Result("big-rerun", sorted(runs)[1], 0, 0, 0,
-                                  f"median of 3; {args.big} catalogued, nothing new"))
-            log(f"  re-runs {', '.join(f'{r:.2f}' for r in runs)} s")
+                record(Result("big-rerun", secs, 0, 0, 0,
+                              f"{args.big} catalogued, nothing new"))
             stop_server(s)
     finally:
         pg.stop()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
-    report(results, args, cpus=os.cpu_count() or 1)
+    report(runs, args, cpus=os.cpu_count() or 1)
     return 0
 
 
-def report(results: list[Result], args: argparse.Namespace, cpus: int) -> None:
-    by = {r.name: r for r in results}
+def median(results: list[Result]) -> Result:
+    ordered = sorted(results, key=lambda r: r.seconds)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def report(runs: dict[str, list[Result]], args: argparse.Namespace, cpus: int) -> None:
+    by = {name: median(rs) for name, rs in runs.items()}
     w = args.workers
     ratios = {}
     for ours, theirs in ((f"sync-w{w}", f"cli-c{w}"), (f"sync-w{w}", "cli-default"),
@@ -379,21 +381,23 @@ def report(results: list[Result], args: argparse.Namespace, cpus: int) -> None:
                                "kernel": platform.release()},
                    "settings": {k: str(v) if isinstance(v, Path) else v
                                 for k, v in vars(args).items()},
-                   "results": [{**asdict(r), "assets_per_s": round(r.assets_per_s, 2)
-                                if r.seconds else None,
-                                "mb_per_s": round(r.mb_per_s, 1)} for r in results],
+                   "results": {name: {**asdict(r), "runs": [x.seconds for x in runs[name]],
+                                      "assets_per_s": round(r.assets_per_s, 2),
+                                      "mb_per_s": round(r.mb_per_s, 1)}
+                               for name, r in by.items()},
                    "speedups": ratios}, sys.stdout, indent=2)
         print()
         return
     print(f"{args.files} files of {args.min_mb:g}-{args.max_mb:g} MB, upload service time "
           f"{args.service_time:g} s, {cpus} CPUs, "
-          f"{'warm' if args.warm else 'cold'} page cache")
-    print(f"{'run':<14} {'seconds':>9} {'assets/s':>9} {'MB/s':>8}  note")
-    for r in results:
-        print(f"{r.name:<14} {r.seconds:>9.2f} {r.assets_per_s:>9.1f} {r.mb_per_s:>8.1f}  "
-              f"{r.note}")
+          f"{'warm' if args.warm else 'cold'} page cache; median of the runs listed")
+    print(f"{'run':<13} {'seconds':>8} {'assets/s':>9} {'MB/s':>7}  runs (s)  note")
+    for name, r in by.items():
+        times = ", ".join(f"{x.seconds:.1f}" for x in runs[name])
+        print(f"{name:<13} {r.seconds:>8.2f} {r.assets_per_s:>9.1f} {r.mb_per_s:>7.1f}  "
+              f"[{times}]  {r.note}")
     for name, ratio in ratios.items():
-        print(f"speed-up {name}: {ratio:.2f}x")
+        print(f"throughput {name}: {ratio:.2f}x")
 
 
 if __name__ == "__main__":
