@@ -246,11 +246,23 @@ def test_persistent_5xx_gives_up_after_max_attempts(dsn: str, library: Path,
     fake_immich.faults.add(r"^/api/assets$", "status", count=None, method="POST",
                            status=502)
     s = sync_once(immich_config(retries=1, max_attempts=3), backoff_base=0.01)
-    assert s.failed == 2 and s.retrying == 4
+    assert s.failed == 2 and s.retries == 4 and s.retrying == 0
     for r in rows(db).values():
         assert r["state"] == "failed" and r["attempts"] == 3
         assert r["reason"].startswith("gave up after 3 attempt(s): uploadAsset: HTTP 502")
     assert len(uploads(fake_immich)) == 2 * 3 * 2      # assets x attempts x requests
+
+
+def test_an_asset_put_back_and_then_uploaded_is_a_clean_run(
+        dsn: str, library: Path, fake_immich: FakeImmich, immich_config: Make,
+        db: psycopg.Connection[Any]) -> None:
+    seed(dsn, library, photos(1))
+    fake_immich.faults.add(r"^/api/assets$", "status", count=2, method="POST", status=500)
+    s = sync_once(immich_config(retries=1, max_attempts=3), backoff_base=0.01)
+    assert (s.uploaded, s.failed, s.retries, s.retrying) == (1, 0, 1, 0)
+    assert s.status == "completed"
+    (row,) = rows(db).values()
+    assert (row["state"], row["attempts"]) == ("done", 1)
 
 
 def test_unreachable_server_leaves_everything_pending(dsn: str, library: Path,

@@ -90,8 +90,9 @@ def summary_lines(s: dict[str, Any]) -> list[str]:
             else f"{a['uploaded']} uploaded, {a['duplicate']} duplicate")
     lines = [f"immich sync: {s['status']} in {s['duration_seconds']:.1f}s — {done}, "
              f"{a['trashed']} in Immich's trash, {a['skipped']} skipped, {a['failed']} "
-             f"failed, {a['retrying']} to retry; {s['bytes_uploaded'] / 1e6:.1f} MB sent "
-             f"({s['mb_per_second']:.1f} MB/s, {s['assets_per_second']:.1f} assets/s); "
+             f"failed, {a['retrying']} waiting for a retry; "
+             f"{s['bytes_uploaded'] / 1e6:.1f} MB sent ({s['mb_per_second']:.1f} MB/s, "
+             f"{s['assets_per_second']:.1f} assets/s); "
              f"{s['album_added']} added to albums"]
     if s["albums_created"]:
         lines.append("  new albums: " + ", ".join(s["albums_created"]))

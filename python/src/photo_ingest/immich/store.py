@@ -460,6 +460,10 @@ class Store:
             " GROUP BY state", (self.target_id,))
         out = {r["state"]: int(r["n"]) for r in rows}
         row = await self._one(
+            "SELECT count(*) AS n FROM immich_assets WHERE target_id = %s"
+            " AND state = 'pending' AND attempts > 0", (self.target_id,))
+        out["retrying"] = int(row["n"]) if row else 0
+        row = await self._one(
             "SELECT count(*) AS n FROM assets a WHERE NOT EXISTS (SELECT 1 FROM immich_assets"
             " i WHERE i.target_id = %s AND i.asset_id = a.id)", (self.target_id,))
         out["pending"] = out.get("pending", 0) + (int(row["n"]) if row else 0)

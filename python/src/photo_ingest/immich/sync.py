@@ -87,7 +87,8 @@ class Summary:
     trashed: int = 0
     skipped: int = 0
     failed: int = 0
-    retrying: int = 0
+    retries: int = 0                 # transient failures put back in the queue
+    retrying: int | None = None      # assets still waiting for a retry at the end
     album_added: int = 0
     bytes_uploaded: int = 0
     albums_created: list[str] = field(default_factory=list)
@@ -111,7 +112,7 @@ class Summary:
             "assets": {"uploaded": self.uploaded, "duplicate": self.duplicate,
                        "scanned": self.scanned, "trashed": self.trashed,
                        "skipped": self.skipped, "failed": self.failed,
-                       "retrying": self.retrying},
+                       "retrying": self.retrying or 0, "retries": self.retries},
             "album_added": self.album_added, "albums_created": self.albums_created,
             "bytes_uploaded": self.bytes_uploaded,
             "assets_per_second": round(done / seconds, 2) if seconds > 0 else 0.0,
@@ -204,6 +205,7 @@ class Syncer:
         self._room = asyncio.Event()
         self.metrics_server: Any = None
         self.metrics_port: int | None = None
+        self._once_mode = False
 
     # --- entry points ----------------------------------------------------------------------
 
@@ -264,10 +266,14 @@ class Syncer:
                     counts = await self.store.counts()
                     self.summary.pending_after = counts.get("pending", 0)
                     self.summary.failed_total = counts.get("failed", 0)
+                    self.summary.retrying = counts.get("retrying", 0)
                 await self.store.close()
                 self.store = None
         if self.stopping and self.summary.status == "completed":
             self.summary.status = "stopped"
+        if self._once_mode and self.summary.status == "completed" and (
+                self.summary.failed or self.summary.retrying):
+            self.summary.status = "failed"     # not drained: failures, or retries due later
         return self.summary
 
     async def _open_store(self) -> Store:
@@ -323,9 +329,7 @@ class Syncer:
         except (SyncError, ApiError, TransientError) as exc:
             self.summary.status, self.summary.error = "failed", str(exc)
             await self._note_error(str(exc))
-        if self.summary.status == "completed" and (self.summary.failed or
-                                                   self.summary.retrying):
-            self.summary.status = "failed"
+        self._once_mode = True
 
     async def _serve(self, on_ready: Callable[[], None] | None) -> None:
         address = self.icfg.metrics_address()
@@ -534,7 +538,7 @@ class Syncer:
         s = self.summary
         return {"uploaded": s.uploaded, "duplicate": s.duplicate, "scanned": s.scanned,
                 "trashed": s.trashed, "skipped": s.skipped, "failed": s.failed,
-                "retrying": s.retrying, "added to albums": s.album_added}
+                "retried later": s.retries, "added to albums": s.album_added}
 
     def _album_for(self, it: Item) -> str | None:
         template = self.icfg.album
@@ -904,7 +908,7 @@ class Syncer:
                 self.summary.problem(None, "failed", reason, path=label)
                 log.warning("%s: failed: %s", label, reason)
             else:
-                self.summary.retrying += 1
+                self.summary.retries += 1
                 self.metrics.retries.inc()
                 log.warning("%s: will try again (attempt %d of %d failed): %s",
                             label, attempts, self.icfg.max_attempts, error)
