@@ -215,11 +215,11 @@ def test_kill_9_then_resume_after_the_lease_runs_out(
 
 
 def test_library_mode(tmp_path: Path, dsn: str, library: Path, fake_immich: FakeImmich,
-                      db: psycopg.Connection[Any]) -> None:
+                      db: psycopg.Connection[Any], notify_socket: SystemdSocket) -> None:
     admin = fake_immich.create_api_key("root", admin=True)
     seed(dsn, library, photos(3))
     config = write_config(tmp_path / "immich.toml", dsn, library, fake_immich.url, admin,
-                          mode="library", library_path="/mnt/photos", scan_delay=0.5,
+                          mode="library", library_path="/mnt/photos", scan_delay=1.5,
                           interval=3600)
     s = sync_once(config)
     assert (s.scanned, s.uploaded) == (3, 0)
@@ -232,9 +232,10 @@ def test_library_mode(tmp_path: Path, dsn: str, library: Path, fake_immich: Fake
     assert not [r for r in fake_immich.requests if r.path == "/api/assets"]
 
     # The service scans once after a burst of new assets has settled.
-    proc = start(config)
+    proc = start(config, env={"NOTIFY_SOCKET": str(notify_socket.path)})
     try:
-        time.sleep(1.0)
+        wait_for("the first pass", lambda: any(m.startswith("STATUS=idle")
+                                               for m in notify_socket.poll()))
         for i in range(3):
             seed(dsn, library, photos(2, start=100 + 10 * i), salt=i + 1)
             time.sleep(0.15)
