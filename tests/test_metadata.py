@@ -379,6 +379,15 @@ def test_no_exiftool_means_cannot_start(small_card: Path, cli: CLI,
     assert "cannot start exiftool (/nonexistent/exiftool)" in result.stderr
 
 
+def test_a_missing_library_means_cannot_start(small_card: Path, cli: CLI, library: Path,
+                                              db: psycopg.Connection[Any]) -> None:
+    ingest(cli, small_card)
+    library.rename(library.with_name("unmounted"))
+    result = cli("extract")
+    assert result.returncode == 3 and "not mounted?" in result.stderr
+    assert db.execute("SELECT count(*) AS n FROM asset_metadata").fetchone() == {"n": 0}
+
+
 def test_a_record_the_catalog_rejects_fails_alone(small_card: Path, cli: CLI, dsn: str,
                                                   tmp_path: Path,
                                                   db: psycopg.Connection[Any]) -> None:

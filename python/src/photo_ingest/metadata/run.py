@@ -30,13 +30,17 @@ from photo_ingest import catalog
 from photo_ingest.config import Config, ConfigError
 from photo_ingest.metadata import backlog, load
 from photo_ingest.metadata.backlog import EXTRACT, NORMALISE, Claimed, Retries, Versions
-from photo_ingest.metadata.extractor import ExifReader, Reading
+from photo_ingest.metadata.extractor import ExifReader, ExifToolUnavailable, Reading
 from photo_ingest.metadata.normalise import Database, Document, Normaliser, Settings
 
 log = logging.getLogger(__name__)
 
 MAX_LISTED_FAILURES = 1000
 MIN_TAIL_BATCH = 50  # smaller ones cost more in DuckDB's fixed time per batch than they save
+
+
+class LibraryUnavailable(ExifToolUnavailable):
+    """The library folder is missing; like a missing exiftool, the job cannot start."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,9 @@ class Extraction:
             todo = backlog.pending(conn, self.versions, self._retries)
             self.summary.pending_before = todo[EXTRACT] + todo[NORMALISE]
             if self.summary.pending_before and not self.stop.is_set():
+                if not os.path.isdir(self.library):  # unmounted, or a wrong library.path:
+                    raise LibraryUnavailable(        # not a reason to fail every asset
+                        f"the library {self.library} is not there (not mounted?)")
                 self._work(conninfo)
             self.summary.pending_after = sum(backlog.pending(conn, self.versions).values())
         self.summary.seconds = time.monotonic() - started
