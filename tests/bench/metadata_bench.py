@@ -202,7 +202,7 @@ def summarise(runs: dict[str, list[dict[str, Any]]], files: int) -> dict[str, An
                         "median_postgres_cpu_seconds": round(statistics.median(
                             r["pg_cpu"] for r in runs[key]), 2),
                         "workers": runs[key][0]["workers"],
-                        "batch_size": runs[key][0]["batch_size"]} if key != "R" else {})}
+                        "batch_size": runs[key][0]["batch_size"]} if key in TARGETS else {})}
     raw = per["R"]["median_seconds"]
     per["P"]["ratio_to_R"] = round(raw / per["P"]["median_seconds"], 2)
     targets = [{"target": f"{k} >= {t} x R", "ratio": round(raw / per[k]["median_seconds"], 2),
