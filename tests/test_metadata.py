@@ -248,6 +248,9 @@ def test_newer_normaliser_refreshes_from_stored_output(small_card: Path, cli: CL
     db.execute("UPDATE asset_metadata SET normaliser_version = normaliser_version - 1,"
                " lens = 'stale', captured_at = NULL")
     before = records(db)
+    meta = json.loads(cli("status", "--json").stdout)["metadata"]
+    assert (meta["pending"], meta["to_extract"], meta["to_refresh"]) == (4, 0, 4)
+    assert "4 waiting (4 to refresh from stored output)" in cli("status").stdout
     summary = extract(cli)
     assert (summary["extracted"], summary["refreshed"]) == (0, 4)  # no file was read again
     after = records(db)
