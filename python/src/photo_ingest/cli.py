@@ -347,9 +347,10 @@ def _cmd_extract(cfg: config.Config, args: argparse.Namespace) -> int:
 
 
 def _print_extract_summary(s: dict[str, Any]) -> None:
+    waiting = "" if s["pending_after"] is None else f"; {s['pending_after']} waiting"
     print(f"metadata: {s['status']} in {s['duration_seconds']:.1f}s — {s['extracted']} "
           f"read, {s['refreshed']} refreshed, {s['ok']} ok, {s['failed']} failed "
-          f"({s['files_per_second']:.0f} files/s); {s['pending_after']} waiting")
+          f"({s['files_per_second']:.0f} files/s){waiting}")
     for f in s["failures"]:
         print(f"  failed {f['library_path']}: {f['error']}")
     if s["error"]:

@@ -56,12 +56,12 @@ class Options:
 class Summary:
     status: str = "completed"       # completed | stopped | failed
     pending_before: int = 0
-    extracted: int = 0              # files read by exiftool
+    extracted: int = 0              # assets whose files exiftool read
     refreshed: int = 0              # records normalised again from their stored output
     ok: int = 0
     failed: int = 0
     failures: list[dict[str, Any]] = field(default_factory=list)
-    pending_after: int = 0
+    pending_after: int | None = 0   # None: the catalog could not be asked at the end
     workers: int = 0
     batch_size: int = 0
     seconds: float = 0.0
@@ -131,11 +131,17 @@ class Extraction:
                     raise LibraryUnavailable(        # not a reason to fail every asset
                         f"the library {self.library} is not there (not mounted?)")
                 self._work(conninfo)
-            self.summary.pending_after = sum(backlog.pending(conn, self.versions).values())
+            self.summary.pending_after = self._pending_after(conn)
         self.summary.seconds = time.monotonic() - started
         if self.summary.status == "completed" and self.stop.is_set():
             self.summary.status = "stopped"
         return self.summary
+
+    def _pending_after(self, conn: psycopg.Connection[Any]) -> int | None:
+        try:
+            return sum(backlog.pending(conn, self.versions).values())
+        except psycopg.Error:  # the run already says what went wrong; this is a bonus
+            return None
 
     # --- the workers --------------------------------------------------------------------
 
