@@ -127,7 +127,16 @@ def write_config(path: Path, dsn: str, library: Path, url: str, key: str,
 
 
 def sync_argv(config: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "photo_ingest.immich.cli", "--config", str(config), *args]
+    """`photo-ingest ARGS` once the main CLI has the Immich commands (photo_ingest.config
+    knows the [immich] table), else the same commands through photo_ingest.immich.cli."""
+    module = "photo_ingest" if wired() else "photo_ingest.immich.cli"
+    return [sys.executable, "-m", module, "--config", str(config), *args]
+
+
+def wired() -> bool:
+    from photo_ingest import config
+
+    return "immich" in getattr(config.Config, "__dataclass_fields__", {})
 
 
 def run_sync(config: Path, *args: str, timeout: float = 180,

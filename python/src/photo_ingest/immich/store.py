@@ -131,17 +131,28 @@ class Store:
         self._lock = asyncio.Lock()
 
     async def close(self) -> None:
-        await self.conn.close()
+        async with self._lock:
+            await self.conn.close()
 
-    @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[Conn]:
-        async with self._lock, self.conn.transaction():
-            yield self.conn
+    # Every database round trip runs shielded: cancelling a caller (a stopping heartbeat,
+    # an abandoned upload) never interrupts psycopg in the middle of a statement, which
+    # would leave the shared connection unusable. The statement finishes; the caller is
+    # cancelled after it.
 
     async def _all(self, sql: str, params: Any = None) -> list[dict[str, Any]]:
-        async with self._lock:
-            cur = await self.conn.execute(sql.encode(), params)
-            return await cur.fetchall() if cur.description else []
+        async def run() -> list[dict[str, Any]]:
+            async with self._lock:
+                cur = await self.conn.execute(sql.encode(), params)
+                return await cur.fetchall() if cur.description else []
+        return await asyncio.shield(run())
+
+    async def _atomic(self, statements: Sequence[tuple[str, Any]]) -> None:
+        """Several statements in one transaction."""
+        async def run() -> None:
+            async with self._lock, self.conn.transaction():
+                for sql, params in statements:
+                    await self.conn.execute(sql.encode(), params)
+        await asyncio.shield(run())
 
     async def _one(self, sql: str, params: Any = None) -> dict[str, Any] | None:
         rows = await self._all(sql, params)
@@ -322,8 +333,7 @@ class Store:
         when no album is wanted, else pending until it is in its album."""
         if not rows:
             return
-        async with self._tx() as conn:
-            await conn.execute(
+        statements: list[tuple[str, Any]] = [(
                 "UPDATE immich_assets i SET result = r.result, immich_id = r.immich_id::uuid,"
                 " album = r.album, bytes_sent = r.bytes, last_error = NULL,"
                 " state = CASE WHEN r.album IS NULL THEN 'done' ELSE 'pending' END,"
@@ -335,10 +345,11 @@ class Store:
                 "   AS r(asset_id, result, immich_id, album, bytes)"
                 " WHERE i.target_id = %s AND i.asset_id = r.asset_id AND i.state = 'pending'",
                 ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
-                 [r[3] for r in rows], [r[4] for r in rows], self.target_id))
-            if any(r[3] is None for r in rows):
-                await conn.execute("UPDATE immich_targets SET last_success_at = now()"
-                                   " WHERE id = %s", (self.target_id,))
+                 [r[3] for r in rows], [r[4] for r in rows], self.target_id))]
+        if any(r[3] is None for r in rows):
+            statements.append(("UPDATE immich_targets SET last_success_at = now()"
+                               " WHERE id = %s", (self.target_id,)))
+        await self._atomic(statements)
 
     async def record_problem(self, rows: Sequence[tuple[int, str, str, str | None]]) -> None:
         """(asset id, trashed|skipped|failed, reason, Immich id or None)."""
@@ -380,14 +391,13 @@ class Store:
     async def album_done(self, ids: Sequence[int], album_id: str) -> None:
         if not ids:
             return
-        async with self._tx() as conn:
-            await conn.execute(
-                "UPDATE immich_assets SET state = 'done', album_id = %s, last_error = NULL,"
-                " lease_owner = NULL, lease_expires_at = NULL, updated_at = now()"
-                " WHERE target_id = %s AND asset_id = ANY(%s) AND state = 'pending'",
-                (album_id, self.target_id, list(ids)))
-            await conn.execute("UPDATE immich_targets SET last_success_at = now()"
-                               " WHERE id = %s", (self.target_id,))
+        await self._atomic([
+            ("UPDATE immich_assets SET state = 'done', album_id = %s, last_error = NULL,"
+             " lease_owner = NULL, lease_expires_at = NULL, updated_at = now()"
+             " WHERE target_id = %s AND asset_id = ANY(%s) AND state = 'pending'",
+             (album_id, self.target_id, list(ids))),
+            ("UPDATE immich_targets SET last_success_at = now() WHERE id = %s",
+             (self.target_id,))])
 
     # --- library mode ---------------------------------------------------------------------
 
@@ -408,14 +418,13 @@ class Store:
         return [r["asset_id"] for r in rows]
 
     async def mark_scanned(self, ids: Sequence[int]) -> None:
-        async with self._tx() as conn:
-            await conn.execute(
-                "UPDATE immich_assets SET state = 'done', result = 'scanned', last_error = NULL,"
-                " lease_owner = NULL, lease_expires_at = NULL, updated_at = now()"
-                " WHERE target_id = %s AND asset_id = ANY(%s) AND state = 'pending'",
-                (self.target_id, list(ids)))
-            await conn.execute("UPDATE immich_targets SET last_success_at = now(),"
-                               " last_scan_at = now() WHERE id = %s", (self.target_id,))
+        await self._atomic([
+            ("UPDATE immich_assets SET state = 'done', result = 'scanned', last_error = NULL,"
+             " lease_owner = NULL, lease_expires_at = NULL, updated_at = now()"
+             " WHERE target_id = %s AND asset_id = ANY(%s) AND state = 'pending'",
+             (self.target_id, list(ids))),
+            ("UPDATE immich_targets SET last_success_at = now(), last_scan_at = now()"
+             " WHERE id = %s", (self.target_id,))])
 
     # --- albums -----------------------------------------------------------------------------
 

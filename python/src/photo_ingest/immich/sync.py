@@ -527,6 +527,10 @@ class Syncer:
             worked = await self._check_phase(adder)
             worked = await self._upload_phase(adder) or worked
             worked = await self._album_phase(adder) or worked
+        # Nothing of this pass is in flight any more: a lease still held now would only
+        # keep its asset from everyone (this worker included) until it ran out.
+        if await self.store.release():
+            log.warning("released assets this pass left claimed")
         if worked:
             after = self._counters()
             delta = {k: after[k] - before[k] for k in after if after[k] != before[k]}
@@ -648,13 +652,13 @@ class Syncer:
                     if fut is not None and not fut.done():
                         fut.set_result(None)
 
-        flusher = asyncio.create_task(adder.run_periodically())
+        done = asyncio.Event()
+        flusher = asyncio.create_task(adder.run_periodically(done))
         try:
             await asyncio.gather(producer(), *(consumer() for _ in range(self.workers)))
         finally:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            done.set()          # never cancelled mid-flush: its batch would be lost
+            await flusher
             for fut in self._videos.values():
                 if not fut.done():
                     fut.set_result(None)
@@ -946,10 +950,14 @@ class AlbumQueue:
         if len(self.pending[name]) >= ALBUM_FLUSH:
             await self.flush(name)
 
-    async def run_periodically(self) -> None:
-        while True:
-            await asyncio.sleep(ALBUM_FLUSH_SECONDS)
-            await self.flush_all()
+    async def run_periodically(self, done: asyncio.Event) -> None:
+        """Flush every ALBUM_FLUSH_SECONDS until DONE is set (the rest is flushed by the
+        album phase)."""
+        while not done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), ALBUM_FLUSH_SECONDS)
+            if not done.is_set():
+                await self.flush_all()
 
     async def flush_all(self) -> None:
         for name in list(self.pending):
