@@ -78,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", action="store_true", help="print JSON on stdout")
     c.set_defaults(func=_cmd_status)
 
+    from photo_ingest.immich.cli import add_commands as add_immich_commands
+
+    add_immich_commands(sub)
+
     c = sub.add_parser("install-units", help="install the systemd units and udev rule "
                        "(Debian, Raspberry Pi OS)",
                        description="Write card-ingest@.service, the metadata timer, the "
@@ -250,14 +254,18 @@ def _session_line(r: dict[str, Any]) -> str:
 
 def _cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
     from photo_ingest.catalog import queries
+    from photo_ingest.immich.status import format_status
+    from photo_ingest.immich.status import status as immich_status
     from photo_ingest.metadata import backlog
 
     versions = backlog.Versions(_metadata_settings(cfg).fingerprint())
     with catalog.connect(cfg.database.conninfo()) as conn:
         st = queries.status(conn)
         meta = backlog.status(conn, versions)
+        immich = immich_status(conn, cfg.immich)
     if args.json:
-        _print_json({"library": str(cfg.library.path), **st, "metadata": meta})
+        _print_json({"library": str(cfg.library.path), **st, "metadata": meta,
+                     "immich": immich})
         return EXIT_OK
     print(f"library {cfg.library.path}: {st['assets']} assets, {human_bytes(st['bytes'])}, "
           f"{st['sidecars']} sidecars")
@@ -271,6 +279,8 @@ def _cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
         for f in st["last_session_failures"]:
             print(f"  failed {f['relpath']}: {f['reason']}")
     _print_metadata_status(meta)
+    for line in format_status(immich):
+        print(line)
     return EXIT_OK
 
 

@@ -11,8 +11,11 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+if TYPE_CHECKING:
+    from photo_ingest.immich.config import ImmichConfig
 
 DEFAULT_PATH = Path("/etc/photo-ingest/config.toml")
 ENV_VAR = "PHOTO_INGEST_CONFIG"
@@ -116,6 +119,7 @@ class Config:
     metadata: MetadataConfig = MetadataConfig()
     card: CardConfig = CardConfig()
     metrics: MetricsConfig = MetricsConfig()
+    immich: ImmichConfig = field(default_factory=lambda: _immich_default())
 
 
 def read_secret(path: Path, key: str) -> str:
@@ -148,7 +152,8 @@ def load(path: Path | None = None) -> Config:
 
 
 def parse(raw: dict[str, Any], base: Path = Path()) -> Config:
-    _check_keys(raw, {"library", "database", "ingest", "metadata", "card", "metrics"}, "")
+    _check_keys(raw, {"library", "database", "ingest", "metadata", "card", "metrics", "immich"},
+                "")
     lib = _table(raw, "library")
     _check_keys(lib, {"path", "layout"}, "library.")
     db = _table(raw, "database")
@@ -174,7 +179,20 @@ def parse(raw: dict[str, Any], base: Path = Path()) -> Config:
     )
     return Config(library=library, database=database, ingest=ingest,
                   metadata=_metadata(_table(raw, "metadata")),
-                  card=_card(_table(raw, "card")), metrics=_metrics(_table(raw, "metrics"), base))
+                  card=_card(_table(raw, "card")), metrics=_metrics(_table(raw, "metrics"), base),
+                  immich=_immich(raw, base))
+
+
+def _immich(raw: dict[str, Any], base: Path) -> ImmichConfig:
+    from photo_ingest.immich.config import parse_immich  # it imports this module
+
+    return parse_immich(_table(raw, "immich"), base)
+
+
+def _immich_default() -> ImmichConfig:
+    from photo_ingest.immich.config import ImmichConfig
+
+    return ImmichConfig()
 
 
 def _card(table: dict[str, Any]) -> CardConfig:
