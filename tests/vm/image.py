@@ -218,6 +218,7 @@ def ensure_image(log: Log = log_stderr) -> Image:
             log(f"image {key} built in {seconds:.0f}s")
         else:
             seconds = 0.0
+            os.utime(final)  # recently used: kept by _prune
             log(f"image {key} from the cache")
         return Image(key, final / "vmlinuz", final / "initrd", final / "rootfs.ext4", seconds)
 
@@ -252,7 +253,20 @@ def _build_image(base: Path, wheels: Path, final: Path, log: Log) -> None:
           f"{size_mb}M"], "mkfs.ext4")
     shutil.rmtree(root)
     (work / "done").write_text(f"{time.time()}\n")
-    for old in CACHE.glob("image-*"):
-        if old.is_dir() and old.name != work.name:
-            shutil.rmtree(old, ignore_errors=True)
     work.rename(final)
+    _prune(log)
+
+
+KEEP_IMAGES = 3  # another run of the suite (another work tree state) may still boot one
+
+
+def _prune(log: Log) -> None:
+    """Remove all but the most recently used images, and unfinished builds (called with the
+    cache locked, so no build is under way)."""
+    for tmp in CACHE.glob("image-*.tmp"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    images = sorted((p for p in CACHE.glob("image-*") if p.is_dir()),
+                    key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in images[KEEP_IMAGES:]:
+        log(f"removing the old image {old.name}")
+        shutil.rmtree(old, ignore_errors=True)

@@ -272,6 +272,7 @@ def scenario_card(image: Image, work: Path, outcome: Outcome) -> None:
             (str(len(card.files)), "0", "0"), s
 
         assert "sda" not in block_devices(vm), f"the card was not ejected:\n{log}"
+        vm.check("test ! -e /run/photo-ingest/cards/sda1")  # the mount point went with it
         assert "powered off" in log or outcome.bugs, log
 
         check_metrics(vm, outcome, log, copied=len(card.files), completed=1)
@@ -351,37 +352,44 @@ def scenario_pull(image: Image, work: Path, outcome: Outcome) -> None:
 
 
 def scenario_untouched(image: Image, work: Path, outcome: Outcome) -> None:
-    """(c) A USB stick without DCIM is left alone; a camera card's filesystem on a
-    non-removable virtio disk is never touched."""
+    """(c) A USB stick without DCIM is left alone; camera cards' filesystems on a
+    non-removable virtio disk and on a non-removable USB disk are never touched."""
     stick = cards.plain_stick(work / "stick.img")
     internal = cards.camera_card(work / "internal.img", count=3, label="INTERNAL",
                                  volume_id="12345678")
-    hashes = (stick.image_sha1(), internal.image_sha1())
+    usbdisk = cards.camera_card(work / "usbdisk.img", count=3, label="USBDISK",
+                                volume_id="9abcdef0", seed=2000)
+    images = (stick, internal, usbdisk)
+    hashes = [c.image_sha1() for c in images]
     with VM(image, work / "vm") as vm:
         outcome.boot_seconds = vm.boot_seconds
         vm.plug_virtio("disk1", internal.image)
+        vm.plug_usb("usbdisk", usbdisk.image, removable=False, serial="USBDISK0001")
         vm.plug_usb("stick", stick.image, serial="STICK0001")
         kname = find_kname(vm, stick.label)
         vname = find_kname(vm, internal.label)
-        assert vname.startswith("vd"), vname
+        uname = find_kname(vm, usbdisk.label)
+        assert vname.startswith("vd") and uname.startswith("sd"), (vname, uname)
         props = wait_unit_ran(vm, f"card-ingest@{kname}.service")
         log = journal(vm, f"card-ingest@{kname}.service")
         assert props["Result"] == "success", f"{props}\n{log}"
         assert "no DCIM folder" in log, log
+        assert kname.rstrip("0123456789") in block_devices(vm), "the stick was ejected"
         check_metrics(vm, outcome, log, copied=0, completed=0)
-        assert kname in block_devices(vm), "the stick was ejected"
         vm.check("udevadm settle --timeout=30")
         units = vm.check("systemctl list-units --all --plain --no-legend 'card-ingest@*'")
-        assert f"card-ingest@{vname}" not in units, units
-        udev = vm.check(f"udevadm info -q property /dev/{vname}")
-        assert "card-ingest" not in udev, udev
-        assert vname in block_devices(vm)
+        for name in (vname, uname):
+            assert f"card-ingest@{name}" not in units, units
+            udev = vm.check(f"udevadm info -q property /dev/{name}")
+            assert "card-ingest" not in udev, udev
+            assert name in block_devices(vm)
         assert sessions(vm) == [], "a session was recorded"
         assert library_files(vm) == {}, "something reached the library"
-        outcome.note(f"stick {kname}: left alone (no DCIM); virtio {vname}: no unit")
-        vm.unplug("stick")
-        vm.unplug("disk1")
-    assert (stick.image_sha1(), internal.image_sha1()) == hashes, "an image was modified"
+        outcome.note(f"stick {kname}: left alone (no DCIM); virtio {vname} and "
+                     f"non-removable USB {uname}: no unit")
+        for ident in ("stick", "usbdisk", "disk1"):
+            vm.unplug(ident)
+    assert [c.image_sha1() for c in images] == hashes, "an image was modified"
 
 
 def scenario_superfloppy(image: Image, work: Path, outcome: Outcome) -> None:
