@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from photo_ingest.config import DEFAULT_PATH, ENV_VAR, ConfigError, read_secret
+# photo_ingest.config imports this module for its Config.immich field, so what this module
+# needs from there is imported inside the functions (no import cycle at start-up).
 
 MODES = ("upload", "library")
 DEFAULT_METRICS = "127.0.0.1:9467"
@@ -50,6 +51,8 @@ class ImmichConfig:
 
     def api_key(self) -> str:
         """The key, read from its file now (so a rotated credential is picked up)."""
+        from photo_ingest.config import ConfigError, read_secret
+
         if self.api_key_file is None:
             raise ConfigError("immich.api_key_file: not set")
         key = read_secret(self.api_key_file, "immich.api_key_file").strip()
@@ -74,6 +77,8 @@ _KEYS = {
 def parse_immich(table: dict[str, Any], base: Path = Path()) -> ImmichConfig:
     """The `[immich]` table (a dict from tomllib) -> ImmichConfig; relative paths are
     relative to BASE (the config file's folder)."""
+    from photo_ingest.config import ConfigError
+
     if not isinstance(table, dict):
         raise ConfigError(f"immich: must be a table, got {type(table).__name__}")
     unknown = sorted(set(table) - _KEYS)
@@ -132,6 +137,7 @@ ALBUM_TOKENS = ("year", "month", "day", "hour", "minute", "second", "date", "fil
 
 def check_album_template(template: str) -> str:
     """The template if it is usable, else ConfigError naming immich.album."""
+    from photo_ingest.config import ConfigError
     from photo_ingest.immich.albums import example_album
 
     try:
@@ -152,6 +158,8 @@ def check_album_template(template: str) -> str:
 def load_immich(config_path: Path | None) -> ImmichConfig:
     """The [immich] table of the config file that `photo_ingest.config.load` would read
     (--config, else $PHOTO_INGEST_CONFIG, else the default file when it exists)."""
+    from photo_ingest.config import ConfigError
+
     raw, base = read_raw(config_path)
     try:
         return parse_immich(raw.get("immich", {}), base)
@@ -161,6 +169,8 @@ def load_immich(config_path: Path | None) -> ImmichConfig:
 
 def read_raw(path: Path | None) -> tuple[dict[str, Any], Path]:
     """The config file as a dict (empty when there is none) and its folder."""
+    from photo_ingest.config import DEFAULT_PATH, ENV_VAR, ConfigError
+
     if path is None and os.environ.get(ENV_VAR):
         path = Path(os.environ[ENV_VAR])
     if path is None:
@@ -176,12 +186,18 @@ def read_raw(path: Path | None) -> tuple[dict[str, Any], Path]:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
 
 
+def _error(message: str) -> Exception:
+    from photo_ingest.config import ConfigError
+
+    return ConfigError(message)
+
+
 def _get(table: dict[str, Any], key: str, kind: type, default: Any) -> Any:
     if key not in table:
         return default
     value = table[key]
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        raise ConfigError(f"immich.{key}: must be {kind.__name__}, got "
+        raise _error(f"immich.{key}: must be {kind.__name__}, got "
                           f"{type(value).__name__} {value!r}")
     return value
 
@@ -189,17 +205,17 @@ def _get(table: dict[str, Any], key: str, kind: type, default: Any) -> Any:
 def _int(table: dict[str, Any], key: str, low: int, high: int, default: int) -> int:
     value: int = _get(table, key, int, default)
     if not low <= value <= high:
-        raise ConfigError(f"immich.{key}: must be between {low} and {high}, got {value}")
+        raise _error(f"immich.{key}: must be between {low} and {high}, got {value}")
     return value
 
 
 def _seconds(table: dict[str, Any], key: str, default: float, minimum: float = 0.001) -> float:
     value = table.get(key, default)
     if not isinstance(value, int | float) or isinstance(value, bool):
-        raise ConfigError(f"immich.{key}: must be a number of seconds, got "
+        raise _error(f"immich.{key}: must be a number of seconds, got "
                           f"{type(value).__name__} {value!r}")
     if value < minimum or value != value or value == float("inf"):
-        raise ConfigError(f"immich.{key}: must be at least {minimum:g} seconds, got {value}")
+        raise _error(f"immich.{key}: must be at least {minimum:g} seconds, got {value}")
     return float(value)
 
 
@@ -207,12 +223,12 @@ def _url(url: str) -> str:
     url = url.strip()
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError("immich.url: must be an http:// or https:// URL such as "
+        raise _error("immich.url: must be an http:// or https:// URL such as "
                           f"https://photos.example.org (with or without /api), got {url!r}")
     if parts.query or parts.fragment:
-        raise ConfigError(f"immich.url: must not have a query or fragment, got {url!r}")
+        raise _error(f"immich.url: must not have a query or fragment, got {url!r}")
     if parts.username or parts.password:
-        raise ConfigError("immich.url: must not contain credentials; put the API key in "
+        raise _error("immich.url: must not contain credentials; put the API key in "
                           "immich.api_key_file")
     return url.rstrip("/")
 
@@ -220,6 +236,6 @@ def _url(url: str) -> str:
 def _listen(value: str) -> None:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"immich.metrics_listen: must be HOST:PORT such as {DEFAULT_METRICS}"
+        raise _error(f"immich.metrics_listen: must be HOST:PORT such as {DEFAULT_METRICS}"
                           f" (or \"\" to turn /metrics off), got {value!r}")
     del host
