@@ -168,7 +168,7 @@ async def check(cfg: config.Config, icfg: ImmichConfig) -> tuple[int, dict[str, 
             lines.append(f"external library: Immich must see the library at {path} "
                          "(read-only is enough); see docs/immich.md")
         report["ok"] = True
-        lines.append(f"OK: the key has every permission {what} needs")
+        lines.append(f"OK: the key has every permission this configuration needs ({what})")
         return EXIT_OK, report
 
 
