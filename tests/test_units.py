@@ -38,10 +38,10 @@ def test_install_units_renders_the_shipped_files(installed: Path) -> None:
         assert "@bindir@" not in text
         assert text == units.shipped(name).replace("@bindir@", str(bindir))
     card = (system / "card-ingest@.service.d/50-photo-ingest.conf").read_text()
-    assert f"ReadWritePaths={installed}/photos {installed}/prom" in card
+    assert f"ReadWritePaths={installed}/photos -{installed}/prom" in card
     assert f"PHOTO_INGEST_CONFIG={installed}/site.toml" in card
     meta = (system / "photo-ingest-metadata.service.d/50-photo-ingest.conf").read_text()
-    assert "User=alice" in meta and f"ReadWritePaths={installed}/prom" in meta
+    assert "User=alice" in meta and f"ReadWritePaths=-{installed}/prom" in meta
     assert (installed / "root/etc/udev/rules.d/90-photo-ingest.rules").read_text() == \
         units.shipped(units.RULE)
 

@@ -157,7 +157,11 @@ def _cmd_ingest(cfg: config.Config, args: argparse.Namespace) -> int:
     def run(source: str, card: Card | None) -> dict[str, Any]:
         if args.label:
             card = replace(card or Card(), label=args.label)
-        return ingest(cfg, source, reporter, card).as_json()
+        summary = ingest(cfg, source, reporter, card).as_json()
+        # Here, not in the root parent of a card: this process is the catalog's user, and
+        # the metrics are written before an eject makes systemd stop the card's unit.
+        _write_textfile(cfg, "ingest")
+        return summary
 
     try:
         if is_block_device(args.source):
@@ -172,7 +176,6 @@ def _cmd_ingest(cfg: config.Config, args: argparse.Namespace) -> int:
         return EXIT_UNAVAILABLE
     finally:
         reporter.close()
-    _write_textfile(cfg, "ingest")
     if summary is None:  # a card left alone: not ours to touch
         log.info("%s left alone: %s", args.source, report["left_alone"])
         if args.json:

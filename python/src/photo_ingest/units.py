@@ -45,12 +45,13 @@ def drop_ins(cfg: Config, config_path: Path, user: str) -> dict[str, str]:
     textfiles = os.fspath(cfg.metrics.textfile_dir) if cfg.metrics.textfile_dir else ""
     env = f"Environment=PHOTO_INGEST_CONFIG={config_path}\n"
     account = f"User={user}\nGroup={user}\n"
-    writable = " ".join(p for p in (library, textfiles) if p)
+    # "-": a metrics folder that does not exist (yet) must not keep the unit from starting.
+    optional = f" -{textfiles}" if textfiles else ""
     return {
-        "card-ingest@.service": f"[Service]\n{env}ReadWritePaths={writable}\n",
+        "card-ingest@.service": f"[Service]\n{env}ReadWritePaths={library}{optional}\n",
         "photo-ingest-metadata.service":
             f"[Service]\n{env}{account}"
-            + (f"ReadWritePaths={textfiles}\n" if textfiles else ""),
+            + (f"ReadWritePaths={optional.strip()}\n" if textfiles else ""),
         "photo-ingest-immich-sync.service": f"[Service]\n{env}{account}",
     }
 

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import pwd
+import signal
 import stat
 import subprocess
 from collections.abc import Callable, Iterator
@@ -162,6 +163,10 @@ def ingest_card(cfg: Config, device: str, run: Callable[[Path, Card], dict[str, 
     if files["copied"] + files["duplicate"] == 0:
         result.left_alone = "no photos or videos on the card"
     elif cfg.card.eject:
+        # Powering the card off removes its device, and systemd then stops this unit
+        # (BindsTo=): the session is complete, so that stop must not turn it into a failure.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         result.ejected = eject(device)
     return result
 
