@@ -2,6 +2,7 @@
 """Benchmark photo-ingest's verified copy against `cp -r` and a by-hand sha1sum copy.
 
     python tests/bench/ingest_bench.py [--size-gib 2] [--big-gib 1] [--repeat 3]
+                                       [--settle S] [--quiet-wait S] [--nice N]
                                        [--workdir DIR] [--json] [--keep]
 
 It builds a card-like source tree of random (incompressible, pairwise distinct) files,
@@ -43,6 +44,8 @@ from typing import Any, Protocol
 REPO = Path(__file__).resolve().parents[2]
 GIB = 1 << 30
 CHUNK = 1 << 20  # small, to keep this process's own peak RSS low (see run_child)
+PF_KTHREAD = 0x00200000  # in /proc/PID/stat's flags
+VIRTIO_BALLOON_F_REPORTING = 5  # free page reporting, a bit of the device's features
 MB = 1e6  # figures are reported in decimal megabytes, as `cp`/file managers do
 MTIME_BASE = 1_719_828_000  # 2024-07-01 10:00 UTC: spreads files over a few day folders
 
@@ -76,6 +79,9 @@ class Run:
     seconds: float
     maxrss_kib: int
     rss_floor_kib: int  # this process's peak when it spawned the child: see run_child
+    user: float  # CPU seconds of the contender and all its children
+    sys: float
+    other_cpu: float  # CPU seconds of user processes not ours: others sharing the machine
     ingest_seconds: float | None = None  # photo-ingest's own figure: no interpreter startup
 
 
@@ -85,6 +91,9 @@ class Bench:
     src: Path
     files: list[SrcFile]
     dsn_for: Callable[[str], str]  # database name -> conninfo of a fresh database
+    settle: float
+    max_wait: float
+    nice: int
     runs: list[Run] = field(default_factory=list)
     cold_cache_note: str | None = None
 
@@ -139,25 +148,72 @@ def drop_caches() -> str | None:
     return None
 
 
-def run_child(argv: list[str], out: Path, err: Path) -> tuple[float, int, int]:
-    """Wall time, peak RSS and RSS floor (KiB) of ARGV; raises with its stderr if it fails.
+def settle(seconds: float, max_wait: float) -> float:
+    """Let the machine reach the same state before every run; returns the time waited.
+
+    Under a hypervisor with free page reporting, memory the guest frees (the dropped
+    cache, the last run's copy) goes back to the host a few seconds later, and touching
+    it again costs a host page fault. A run started at once would find some of it still
+    backed, depending on what the previous contender left; after a pause none is.
+    Then, up to MAX_WAIT, wait for other programs to go quiet: on a shared machine they
+    would take CPU and disk from whichever contender they happen to overlap.
+    """
+    start = time.monotonic()
+    time.sleep(seconds)
+    while time.monotonic() - start < max_wait:
+        before = machine_cpu()
+        time.sleep(QUIET_WINDOW)
+        if machine_cpu() - before < QUIET_CPU:
+            break
+    return time.monotonic() - start
+
+
+def run_child(key: str, argv: list[str], out: Path, err: Path) -> Run:
+    """Time ARGV and take its peak RSS; raises with its stderr if it fails.
 
     Linux carries a process's peak RSS across exec, and a child spawned by vfork or fork
     starts from its parent's peak: ru_maxrss is max(our peak at spawn, the child's real
-    peak). So it is exact only when above that floor, which is returned to check.
+    peak). So it is exact only when above that floor, which is kept to check.
     """
     floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    cpu_before = machine_cpu()
     with out.open("wb") as fout, err.open("wb") as ferr:
         start = time.monotonic()
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=fout, stderr=ferr)
         # wait4 rather than Popen.wait: it hands back the child's own rusage (ru_maxrss).
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.monotonic() - start
+    other = machine_cpu() - cpu_before - usage.ru_utime - usage.ru_stime
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, tell Popen
     if proc.returncode != 0:
         tail = err.read_text(errors="replace")[-2000:]
         raise RuntimeError(f"{argv[:4]}... exited {proc.returncode}:\n{tail}")
-    return seconds, usage.ru_maxrss, floor
+    return Run(key, seconds, usage.ru_maxrss, floor, usage.ru_utime, usage.ru_stime,
+               max(other, 0.0))
+
+
+def machine_cpu() -> float:
+    """CPU seconds spent so far by all user processes, machine-wide.
+
+    Busy time from /proc/stat less the kernel threads' (writeback and the like, which
+    also work for the contender), so that what the contender did not use itself is the
+    CPU of other programs competing with it.
+    """
+    user, nice, system = Path("/proc/stat").read_text().split(maxsplit=4)[1:4]
+    busy = int(user) + int(nice) + int(system)  # not irq time: no process is charged it
+    return (busy - kernel_thread_ticks()) / os.sysconf("SC_CLK_TCK")
+
+
+def kernel_thread_ticks() -> int:
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[6]) & PF_KTHREAD:
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+    return total
 
 
 def contender_argv(bench: Bench, key: str, run_dir: Path, seq: int) -> list[str]:
@@ -188,11 +244,16 @@ def run_one(bench: Bench, key: str, seq: int) -> Run:
     run_dir = bench.work / f"run{seq:02d}-{key}"
     run_dir.mkdir()
     argv = contender_argv(bench, key, run_dir, seq)
+    if bench.nice:  # the same for every contender and all its children
+        argv = ["nice", "-n", str(bench.nice), *argv]
     note = drop_caches()
     if note and not bench.cold_cache_note:
         bench.cold_cache_note = note
         log(f"WARNING: {note}")
-    run = Run(key, *run_child(argv, run_dir / "stdout", run_dir / "stderr"))
+    waited = settle(bench.settle, bench.max_wait)
+    if waited > bench.settle + 2 * QUIET_WINDOW:
+        log(f"  waited {waited:.0f} s for other programs to go quiet")
+    run = run_child(key, argv, run_dir / "stdout", run_dir / "stderr")
     if key in "AB":
         check_copy(run_dir / "copy", bench.files)
     else:
@@ -267,12 +328,17 @@ def summarise(bench: Bench) -> dict[str, Any]:
             "label": label, "seconds": [round(r.seconds, 2) for r in runs],
             "median_seconds": round(median, 2),
             "mb_per_s": round(bench.total_bytes / MB / median, 1),
+            # CPU used is far less disturbed than wall time by others sharing the machine.
+            "median_user_seconds": round(statistics.median(r.user for r in runs), 2),
+            "median_sys_seconds": round(statistics.median(r.sys for r in runs), 2),
             "peak_rss_mb": round(max(r.maxrss_kib for r in runs) * 1024 / MB, 1),
             # A peak at or below the floor only says "at most this much" (see run_child).
             "rss_floor_mb": round(max(r.rss_floor_kib for r in runs) * 1024 / MB, 1),
+            "other_cpu_seconds": [round(r.other_cpu, 1) for r in runs],
             "ingest_reported_seconds": [round(s, 2) for s in inside] or None,
         }
     return {"machine": machine(bench.work), "cold_cache": bench.cold_cache_note or "dropped",
+            "settle_seconds": bench.settle, "nice": bench.nice,
             "source": {"files": len(bench.files), "bytes": bench.total_bytes,
                        "largest_bytes": max(f.size for f in bench.files)},
             "contenders": per, "targets": targets(per)}
@@ -306,16 +372,27 @@ def print_table(result: dict[str, Any]) -> None:
     m, s = result["machine"], result["source"]
     print(f"\nsource: {s['files']} files, {s['bytes'] / MB:,.0f} MB (largest "
           f"{s['largest_bytes'] / MB:,.0f} MB); {m['cpus']} CPUs, {m['memory_gib']} GiB RAM, "
-          f"{m['filesystem']}; page cache: {result['cold_cache']}\n")
-    print(f"{'contender':<42} {'median s':>8} {'MB/s':>7} {'peak RSS MB':>11}  runs (s)")
+          f"{m['filesystem']}; page cache: {result['cold_cache']}, then "
+          f"{result['settle_seconds']:g} s pause\n")
+    print(f"{'contender':<42} {'median s':>8} {'MB/s':>6} {'user s':>6} {'sys s':>6} "
+          f"{'peak RSS MB':>11}  runs (s)")
     for key, c in result["contenders"].items():
         runs = " ".join(f"{x:.1f}" for x in c["seconds"])
         rss = rss_text(c["peak_rss_mb"], c["rss_floor_mb"])
-        print(f"{key}  {c['label']:<39} {c['median_seconds']:>8.1f} {c['mb_per_s']:>7.0f} "
+        print(f"{key}  {c['label']:<39} {c['median_seconds']:>8.1f} {c['mb_per_s']:>6.0f} "
+              f"{c['median_user_seconds']:>6.1f} {c['median_sys_seconds']:>6.1f} "
               f"{rss:>11}  {runs}")
+    busy = max(x for c in result["contenders"].values() for x in c["other_cpu_seconds"])
+    if busy > OTHER_CPU_WARN:
+        print(f"\nWARNING: other programs used up to {busy:.1f} CPU seconds during a run: "
+              "the machine was shared, figures are unreliable")
     print(f"\n{'target':<22} {'measured':<12} result")
     for t in result["targets"]:
         print(f"{t['target']:<22} {t['measured']:<12} {'PASS' if t['met'] else 'MISS'}")
+
+
+OTHER_CPU_WARN = 1.0  # seconds; an idle machine shows ~0.1
+QUIET_WINDOW, QUIET_CPU = 3.0, 0.2  # quiet: others used < 0.2 CPU-seconds in 3 s
 
 
 def rss_text(peak: float, floor: float) -> str:
@@ -350,13 +427,16 @@ def check_space(work: Path, size_gib: float) -> None:
 def benchmark(args: argparse.Namespace, work: Path, dsn_for: Callable[[str], str]) -> Bench:
     log(f"building a {args.size_gib} GiB source tree in {work} ...")
     src = work / "card"
-    bench = Bench(work, src, build_source(src, args.size_gib, args.big_gib, args.seed), dsn_for)
+    files = build_source(src, args.size_gib, args.big_gib, args.seed)
+    bench = Bench(work, src, files, dsn_for, args.settle, args.settle + args.quiet_wait,
+                  args.nice)
     order = [k for _ in range(args.repeat) for k in CONTENDERS]  # interleaved: A B C D A ...
     for seq, key in enumerate(order, 1):
         log(f"run {seq}/{len(order)}: {key} {CONTENDERS[key]} ...")
         run = run_one(bench, key, seq)
         bench.runs.append(run)
-        log(f"  {run.seconds:.1f} s, peak RSS {run.maxrss_kib * 1024 / MB:.0f} MB")
+        log(f"  {run.seconds:.1f} s (CPU {run.user:.1f} user {run.sys:.1f} sys), peak RSS "
+            f"{run.maxrss_kib * 1024 / MB:.0f} MB, other programs' CPU {run.other_cpu:.1f} s")
     return bench
 
 
@@ -368,6 +448,15 @@ def start_postgres() -> PgServer:
     return server
 
 
+def default_settle() -> float:
+    """20 s where the guest hands freed memory back to the host (see settle), else 0."""
+    for dev in Path("/sys/bus/virtio/drivers/virtio_balloon").glob("virtio*"):
+        features = (dev / "features").read_text()
+        if features[VIRTIO_BALLOON_F_REPORTING:][:1] == "1":
+            return 20.0
+    return 0.0
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size-gib", type=float, default=2.0, help="source tree size (default 2)")
@@ -376,6 +465,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=3, help="runs per contender (default 3)")
     p.add_argument("--workdir", type=Path, help="make the work folder here (default: $TMPDIR "
                    "if on the repo's filesystem, else the repo); it is removed at the end")
+    p.add_argument("--settle", type=float, default=default_settle(),
+                   help="pause after dropping the cache, before each run (default: 20 s "
+                   "under a hypervisor that takes freed memory back, else 0)")
+    p.add_argument("--quiet-wait", type=float, default=300, help="then wait up to this "
+                   "long for other programs to be idle (default 300 s)")
+    p.add_argument("--nice", type=int, default=0, help="run the contenders at this nice "
+                   "level: -20 (as root) shields them from other programs on a shared "
+                   "machine (default 0: unchanged)")
     p.add_argument("--seed", type=int, default=1, help="seed for the file sizes")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--keep", action="store_true", help="keep the work folder")
