@@ -51,7 +51,9 @@ def library_user_config(tmp_path: Path, make_config: Callable[..., Path],
     for folder in (tmp_path.parent.parent, tmp_path.parent, tmp_path):
         folder.chmod(0o755)  # pytest's folders are root's alone; nobody must reach the library
     nobody = pwd.getpwnam("nobody")
-    os.chown(library, nobody.pw_uid, nobody.pw_gid)
+    (tmp_path / "prom").mkdir()
+    for folder in (library, tmp_path / "prom"):  # both written by the library user
+        os.chown(folder, nobody.pw_uid, nobody.pw_gid)
     config = make_config()
     config.write_text(config.read_text() + '[card]\nuser = "nobody"\n'
                       f'deny = ["label:BACKUP"]\n[metrics]\ntextfile_dir = "{tmp_path}/prom"\n')
@@ -116,7 +118,8 @@ def test_denied_and_non_camera_media_are_left_alone(
         result = run_cli(library_user_config, "ingest", device, "--json")
         assert result.returncode == 0, result.stderr
         assert ingest_json(result)["left_alone"] == reason
-    assert db.execute("SELECT count(*) AS n FROM ingest_sessions").fetchone() == {"n": 0}
+    tables = db.execute("SELECT to_regclass('ingest_sessions') AS t").fetchone()
+    assert tables == {"t": None}  # the catalog was not even opened: no session at all
     assert not [p for p in library.iterdir() if p.name != ".incoming"]
 
 

@@ -119,15 +119,18 @@ def copy_to_temp(src: bytes, incoming: bytes, *, expected_size: int, buffer_size
 
 
 def _pump(sfd: int, dfd: int, buffer_size: int, progress: Progress | None) -> tuple[bytes, int]:
-    """Read, hash and write with reads overlapped: a reader thread fills spare buffers.
+    """Read and hash in one thread, write in this one: SHA-1 and write run on two cores.
 
-    Both hashing and os.write release the GIL on large buffers, so the card read of the
-    next buffer runs while this one is hashed and written. Memory stays at 3 buffers.
+    Both hashlib and os.write release the GIL on large buffers. The hash follows the read
+    order exactly, so it is the hash of the bytes read from the card, and those very bytes
+    are written. Memory stays at three buffers, reused from copy to copy.
     """
+    buffers = _buffers(buffer_size)
     free: Queue[bytearray] = Queue()
-    for _ in range(3):
-        free.put(bytearray(buffer_size))
+    for buf in buffers:
+        free.put(buf)
     full: Queue[tuple[bytearray, int] | BaseException | None] = Queue()
+    digest = hashlib.sha1(usedforsecurity=False)
 
     def reader() -> None:
         try:
@@ -139,22 +142,20 @@ def _pump(sfd: int, dfd: int, buffer_size: int, progress: Progress | None) -> tu
                 if n == 0:
                     full.put(None)
                     return
+                digest.update(memoryview(buf)[:n])
                 full.put((buf, n))
         except OSError as exc:
             full.put(SourceError(exc.errno, f"reading the source failed: {exc.strerror}"))
 
     thread = threading.Thread(target=reader, name="card-reader", daemon=True)
     thread.start()
-    digest = hashlib.sha1(usedforsecurity=False)
     total = 0
     try:
         while (item := full.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
             buf, n = item
-            view = memoryview(buf)[:n]
-            digest.update(view)
-            _write_all(dfd, view)
+            _write_all(dfd, memoryview(buf)[:n])
             total += n
             free.put(buf)
             if progress:
@@ -163,6 +164,20 @@ def _pump(sfd: int, dfd: int, buffer_size: int, progress: Progress | None) -> tu
         free.put(_STOP)
         thread.join()
     return digest.digest(), total
+
+
+_POOL: dict[int, list[bytearray]] = {}
+_POOL_LOCK = threading.Lock()
+
+
+def _buffers(size: int) -> list[bytearray]:
+    """Three buffers of SIZE, made once: fresh ones per file cost page faults on every copy.
+
+    Copies run one at a time per process, so the pool is handed out whole."""
+    with _POOL_LOCK:
+        if size not in _POOL:
+            _POOL[size] = [bytearray(size) for _ in range(3)]
+        return _POOL[size]
 
 
 _STOP = bytearray()

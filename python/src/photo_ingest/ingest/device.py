@@ -229,8 +229,12 @@ _ERROR = "__error__"
 def _preload() -> None:
     """Import now what the child would import lazily: after the drop to the library user it
     may not be allowed to read this Python installation (a venv under root's home, say)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    import photo_ingest.metrics  # noqa: F401 - the child writes the textfile
     from photo_ingest.catalog.migrate import available
     from photo_ingest.ingest.capture import CaptureReader
 
     available()
     CaptureReader().close()
+    generate_latest(CollectorRegistry())
