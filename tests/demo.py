@@ -24,11 +24,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--keep", action="store_true", help="keep the card, library and "
                         "database files (the database server is stopped either way)")
+    parser.add_argument("--immich-url", help="also upload to this Immich server")
+    parser.add_argument("--immich-key-file", help="file holding an Immich API key")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="photo-ingest-demo-"))
     pg = TempPostgres().start()
     try:
-        return demo(work, pg.create_database("photo_ingest"))
+        return demo(work, pg.create_database("photo_ingest"), args.immich_url,
+                    args.immich_key_file)
     finally:
         pg.stop()
         if args.keep:
@@ -37,7 +40,8 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def demo(work: Path, dsn: str) -> int:
+def demo(work: Path, dsn: str, immich_url: str | None = None,
+         immich_key_file: str | None = None) -> int:
     card, library = work / "card", work / "library"
     sample_card(card)
     config = work / "config.toml"
@@ -55,8 +59,17 @@ def demo(work: Path, dsn: str) -> int:
     step("photo-ingest extract (what photo-ingest-metadata.timer runs)",
          ["photo-ingest", "--config", str(config), "extract"])
     show_metadata(dsn)
+    if immich_url and immich_key_file:
+        with config.open("a") as fh:
+            fh.write(f'\n[immich]\nurl = "{immich_url}"\n'
+                     f'api_key_file = "{Path(immich_key_file).absolute()}"\n'
+                     'album = "{year}-{month}-{day}"\n')
+        step("photo-ingest sync --once (upload to your Immich)",
+             ["photo-ingest", "--config", str(config), "sync", "--once"])
+    else:
+        print("\n== Immich upload skipped: no Immich server is configured for this demo "
+              "(run tests/demo --immich-url URL --immich-key-file FILE to include it)")
     step("photo-ingest status", ["photo-ingest", "--config", str(config), "status"])
-    print("\nNot run here: Immich upload (no Immich server is configured for this demo).")
     return rc
 
 
