@@ -14,13 +14,6 @@ from pathlib import Path
 import pytest
 from vm import image, scenarios
 
-# The `vm` marker, for `-m vm` / `-m "not vm"`. It belongs in tests/pytest.ini; until it is
-# there, register it here (pytest's --strict-markers refuses unknown ones).
-_config = getattr(pytest.mark, "_config", None)
-if _config is not None and not any(line.split(":")[0] == "vm"
-                                   for line in _config.getini("markers")):
-    _config.addinivalue_line("markers", "vm: boots a qemu VM (tests/vm/, docs/vm-test.md)")
-
 pytestmark = [pytest.mark.vm, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 

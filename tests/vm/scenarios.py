@@ -21,7 +21,8 @@ from vm.image import Image
 from vm.qemu import VM, VMError
 
 LIBRARY = "/var/lib/photo-ingest/library"
-TEXTFILE = "/var/lib/prometheus/node-exporter/photo_ingest_ingest.prom"
+TEXTFILES = "/var/lib/prometheus/node-exporter"
+TEXTFILE = f"{TEXTFILES}/photo_ingest_ingest.prom"
 PSQL = "runuser -u photo-ingest -- psql -X -At -F '|' 'postgresql:///photo_ingest?host=/run/postgresql'"
 # systemd-analyze security targets (issue 5); the measured values are in docs/install.md.
 SECURITY_TARGETS = {"photo-ingest-metadata.service": 2.0,
@@ -35,10 +36,9 @@ UNIT_TIMEOUT = 300.0
 # tested; pytest then reports the scenario as XFAIL, naming them. A fixed bug simply stops
 # showing up.
 BUGS = {
-    "B2": "ejecting removes the device, BindsTo= stops the still-running unit: SIGTERM "
-          "kills the process after a completed session (unit failed, no metrics written)",
-    "B3": "the ingest metrics are written by the root parent, which cannot log in to the "
-          "catalog (peer auth) nor write to the library user's textfile folder",
+    "B4": "the metadata unit's UMask=0077 makes its textfile unreadable for node_exporter",
+    "B5": "a card pulled mid-copy whose read error reaches the ingest before systemd's "
+          "SIGTERM ends as a 'partial' session of failed reads, not 'interrupted'",
 }
 
 
@@ -64,34 +64,60 @@ class Outcome:
 
 def unit_props(vm: VM, unit: str) -> dict[str, str]:
     out = vm.check(f"systemctl show {shlex.quote(unit)} -p ActiveState,SubState,Result,"
-                   "ExecMainStatus,InvocationID,LoadState,ExecMainStartTimestampMonotonic")
+                   "ExecMainStatus,InvocationID,LoadState")
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
-def wait_unit_ran(vm: VM, unit: str, *, since: str = "", timeout: float = UNIT_TIMEOUT
-                  ) -> dict[str, str]:
-    """Wait until UNIT has been started (with an invocation other than SINCE) and ended."""
+# systemd's catalog message ids (systemd/sd-messages.h) for a unit's life.
+UNIT_SUCCESS = "7ad2d189f7e94e70a38c781354912448"         # Deactivated successfully.
+UNIT_FAILURE_RESULT = "d9b373ed55a64feb8242e02dbe79a49c"  # Failed with result '…'.
+UNIT_PROCESS_EXIT = "98e322203f7a4ed290d09fe03c09fe15"    # Main process exited, …
+
+
+def unit_runs(vm: VM, unit: str) -> list[dict[str, Any]]:
+    """Every run of UNIT, in order, from the journal: a card unit that ended well is
+    garbage-collected at once (its device is gone), so `systemctl show` forgets it."""
+    out = vm.sh(f"journalctl -q --no-pager -o json -u {shlex.quote(unit)} "
+                "--output-fields=MESSAGE_ID,INVOCATION_ID,UNIT_RESULT,EXIT_STATUS").out
+    runs: dict[str, dict[str, Any]] = {}
+    for line in out.splitlines():
+        entry = json.loads(line)
+        invocation, message = entry.get("INVOCATION_ID"), entry.get("MESSAGE_ID")
+        if not invocation or not isinstance(message, str):
+            continue
+        run = runs.setdefault(invocation, {"InvocationID": invocation, "ended": False})
+        if message == UNIT_SUCCESS:
+            run.update(ended=True, Result="success")
+        elif message == UNIT_FAILURE_RESULT:
+            run.update(ended=True, Result=entry.get("UNIT_RESULT", "?"))
+        elif message == UNIT_PROCESS_EXIT:
+            run["ExecMainStatus"] = entry.get("EXIT_STATUS", "?")
+    return list(runs.values())
+
+
+def wait_unit_ran(vm: VM, unit: str, *, nth: int = 1, timeout: float = UNIT_TIMEOUT
+                  ) -> dict[str, Any]:
+    """Wait until the NTH run of UNIT has ended; its Result, ExecMainStatus, InvocationID."""
     deadline = time.monotonic() + timeout
     while True:
-        props = unit_props(vm, unit)
-        started = props.get("InvocationID") not in ("", since)
-        if started and props.get("ActiveState") in ("inactive", "failed"):
-            return props
+        runs = unit_runs(vm, unit)
+        if len(runs) >= nth and runs[nth - 1]["ended"]:
+            run = runs[nth - 1]
+            run.setdefault("ExecMainStatus", "0")
+            return run
         if time.monotonic() > deadline:
-            raise VMError(f"{unit} did not run to its end within {timeout:.0f}s: {props}\n"
-                          + journal(vm, unit))
+            raise VMError(f"{unit} did not run to its end within {timeout:.0f}s: {runs} "
+                          f"{unit_props(vm, unit)}\n" + journal(vm, unit))
         time.sleep(0.5)
 
 
-def wait_unit_started(vm: VM, unit: str, *, timeout: float = 60) -> dict[str, str]:
-    """Wait until UNIT has been started (it may have ended already)."""
+def wait_unit_started(vm: VM, unit: str, *, nth: int = 1, timeout: float = 60) -> None:
+    """Wait until UNIT has been started NTH times (it may have ended already)."""
     deadline = time.monotonic() + timeout
-    while True:
-        props = unit_props(vm, unit)
-        if props.get("InvocationID"):
-            return props
+    while len(unit_runs(vm, unit)) < nth:
         if time.monotonic() > deadline:
-            raise VMError(f"{unit} was not started within {timeout:.0f}s: {props}")
+            raise VMError(f"{unit} was not started within {timeout:.0f}s: "
+                          f"{unit_props(vm, unit)}")
         time.sleep(0.2)
 
 
@@ -196,12 +222,7 @@ def check_library(vm: VM, card: cards.Card, *, exactly: bool = True) -> dict[str
 def check_metrics(vm: VM, outcome: Outcome, log: str, *, copied: int, completed: int) -> None:
     """The node-exporter textfile counts what the catalog says."""
     metrics = textfile_metrics(vm)
-    if not metrics:
-        b3 = "could not write metrics" in log
-        b2 = "Stopped: SIGTERM" in log
-        assert b2 or b3, f"no {TEXTFILE} and no known reason:\n{log}"
-        outcome.known_bug("B3" if b3 else "B2", False, f"no {TEXTFILE}")
-        return
+    assert metrics, f"no {TEXTFILE}:\n{log}"
     key = 'photo_ingest_ingest_files_total{outcome="copied"}'
     assert metrics.get(key, 0) == copied, f"{TEXTFILE}: {key} = {metrics.get(key)}"
     key = 'photo_ingest_ingest_sessions_total{status="completed"}'
@@ -214,17 +235,10 @@ def check_catalog(vm: VM, published: dict[str, str]) -> None:
     assert rows == published, f"catalog assets {rows} != library {published}"
 
 
-def check_unit_result(vm: VM, outcome: Outcome, unit: str, props: dict[str, str],
-                      kname: str) -> str:
-    """The unit must succeed; a failure that is B2 (SIGTERM after a completed session and
-    the eject) is recorded, any other failure fails the scenario. The unit's journal."""
+def check_unit_result(vm: VM, unit: str, props: dict[str, Any]) -> str:
+    """The unit succeeded (also when its eject made systemd stop it); its journal."""
     log = journal(vm, unit)
-    if props["Result"] != "success":
-        b2 = "Stopped: SIGTERM" in log and kname not in block_devices(vm) and \
-            sessions(vm)[-1]["status"] == "completed"
-        assert b2, f"{unit}: {props}\n{log}"
-        outcome.known_bug("B2", False, f"{unit} ended {props['Result']}/"
-                          f"{props['ExecMainStatus']} after ejecting")
+    assert props["Result"] == "success", f"{unit}: {props}\n{log}"
     return log
 
 
@@ -246,7 +260,7 @@ def scenario_card(image: Image, work: Path, outcome: Outcome) -> None:
         outcome.note(f"unit started {time.monotonic() - plugged:.1f}s after device_add")
         props = wait_unit_ran(vm, "card-ingest@sda1.service")
         outcome.note(f"ingest done {time.monotonic() - plugged:.1f}s after device_add")
-        log = check_unit_result(vm, outcome, "card-ingest@sda1.service", props, "sda")
+        log = check_unit_result(vm, "card-ingest@sda1.service", props)
 
         seen = read_watch(vm, watch)
         assert seen["udev"] and "card-ingest@sda1.service" in seen["udev"], seen["udev"]
@@ -273,7 +287,7 @@ def scenario_card(image: Image, work: Path, outcome: Outcome) -> None:
 
         assert "sda" not in block_devices(vm), f"the card was not ejected:\n{log}"
         vm.check("test ! -e /run/photo-ingest/cards/sda1")  # the mount point went with it
-        assert "powered off" in log or outcome.bugs, log
+        assert "sda powered off" in log, log
 
         check_metrics(vm, outcome, log, copied=len(card.files), completed=1)
 
@@ -293,6 +307,10 @@ def scenario_card(image: Image, work: Path, outcome: Outcome) -> None:
         assert ok == [[str(len(card.files))]], f"metadata rows {ok}\n{mlog}"
         outcome.note(f"metadata unit: {len(card.files)} records in "
                      f"{time.monotonic() - started:.1f}s")
+        # node_exporter runs as another user (prometheus): the textfile must be readable.
+        mode = vm.check(f"stat -c %a {TEXTFILES}/photo_ingest_metadata.prom").strip()
+        outcome.known_bug("B4", bool(int(mode, 8) & 0o004),
+                          f"photo_ingest_metadata.prom has mode {mode}")
         vm.unplug("card")
     assert card.image_sha1() == before, "the card image was modified"
 
@@ -317,14 +335,21 @@ def scenario_pull(image: Image, work: Path, outcome: Outcome) -> None:
         pulled = time.monotonic()
         first = wait_unit_ran(vm, unit, timeout=120)
         outcome.note(f"unit ended {time.monotonic() - pulled:.1f}s after the pull: "
-                     f"{first['ActiveState']}/{first['Result']}")
+                     f"{first['Result']}, exit status {first['ExecMainStatus']}")
         log1 = journal(vm, unit)
         published = check_library(vm, card, exactly=False)
         assert 0 < len(published) < len(card.files), \
             f"the pull did not land mid-copy: {len(published)} of {len(card.files)}"
         check_catalog(vm, published)
         rows = sessions(vm)
-        assert len(rows) == 1 and rows[0]["status"] == "interrupted", f"{rows}\n{log1}"
+        assert len(rows) == 1, rows
+        if rows[0]["status"] != "interrupted":
+            reasons = sql(vm, "SELECT reason, count(*) FROM session_files "
+                              "WHERE outcome = 'failed' GROUP BY reason")
+            read_errors = any("reading the source failed" in r[0] for r in reasons)
+            assert rows[0]["status"] in ("partial", "failed") and read_errors, \
+                f"{rows}\n{reasons}\n{log1}"
+            outcome.known_bug("B5", False, f"session {rows[0]['status']}, failed: {reasons}")
         incoming = [p for p in library_files(vm) if p.startswith(".incoming/")]
         assert len(incoming) <= 1, f"more than one temp file left: {incoming}"
         outcome.note(f"pulled after {len(published)} of {len(card.files)} files; "
@@ -334,19 +359,19 @@ def scenario_pull(image: Image, work: Path, outcome: Outcome) -> None:
         vm.plug_usb("card", card.image, serial="READER0002")
         kname2 = find_kname(vm, card.label)
         unit2 = f"card-ingest@{kname2}.service"
-        since = first["InvocationID"] if unit2 == unit else ""
-        props = wait_unit_ran(vm, unit2, since=since)
-        check_unit_result(vm, outcome, unit2, props, kname2.rstrip("0123456789"))
+        props = wait_unit_ran(vm, unit2, nth=2 if unit2 == unit else 1)
+        log = check_unit_result(vm, unit2, props)
         final = check_library(vm, card)
         check_catalog(vm, final)
         assert not [p for p in library_files(vm) if p.startswith(".incoming/")], \
             "the re-run left temp files"
         rows = sessions(vm)
-        assert [r["status"] for r in rows] == ["interrupted", "completed"], rows
+        assert [r["status"] for r in rows][1:] == ["completed"], rows
         second = rows[1]
         assert int(second["files_copied"]) == len(card.files) - len(published), second
         assert int(second["files_duplicate"]) == len(published), second
         assert kname2 not in block_devices(vm), "not ejected after the completed session"
+        check_metrics(vm, outcome, log, copied=len(card.files), completed=1)
         vm.unplug("card")
     assert card.image_sha1() == before, "the card image was modified"
 
@@ -375,7 +400,6 @@ def scenario_untouched(image: Image, work: Path, outcome: Outcome) -> None:
         assert props["Result"] == "success", f"{props}\n{log}"
         assert "no DCIM folder" in log, log
         assert kname.rstrip("0123456789") in block_devices(vm), "the stick was ejected"
-        check_metrics(vm, outcome, log, copied=0, completed=0)
         vm.check("udevadm settle --timeout=30")
         units = vm.check("systemctl list-units --all --plain --no-legend 'card-ingest@*'")
         for name in (vname, uname):
@@ -403,11 +427,12 @@ def scenario_superfloppy(image: Image, work: Path, outcome: Outcome) -> None:
         kname = find_kname(vm, card.label)
         assert kname == "sda", kname
         props = wait_unit_ran(vm, "card-ingest@sda.service")
-        check_unit_result(vm, outcome, "card-ingest@sda.service", props, "sda")
+        log = check_unit_result(vm, "card-ingest@sda.service", props)
         published = check_library(vm, card)
         check_catalog(vm, published)
         assert [r["status"] for r in sessions(vm)] == ["completed"]
         assert "sda" not in block_devices(vm), "not ejected"
+        check_metrics(vm, outcome, log, copied=len(card.files), completed=1)
         vm.unplug("card")
     assert card.image_sha1() == before, "the card image was modified"
 
