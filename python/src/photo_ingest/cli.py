@@ -179,10 +179,10 @@ def _cmd_ingest(cfg: config.Config, args: argparse.Namespace) -> int:
     if summary is None:  # a card left alone: not ours to touch
         log.info("%s left alone: %s", args.source, report["left_alone"])
         if args.json:
-            _print_json(report)
+            print_json(report)
         return EXIT_OK
     if args.json:
-        _print_json({**summary, **report})
+        print_json({**summary, **report})
     else:
         _print_summary(summary)
         if report.get("ejected"):
@@ -225,7 +225,7 @@ def _cmd_sessions(cfg: config.Config, args: argparse.Namespace) -> int:
         if args.id is None:
             rows = queries.sessions(conn, args.limit)
             if args.json:
-                _print_json(rows)
+                print_json(rows)
             else:
                 for r in rows:
                     print(_session_line(r))
@@ -236,7 +236,7 @@ def _cmd_sessions(cfg: config.Config, args: argparse.Namespace) -> int:
             return EXIT_FAILED
         files = queries.session_files(conn, args.id, "failed" if args.failed else None)
     if args.json:
-        _print_json({**session, "files": files})
+        print_json({**session, "files": files})
     else:
         print(_session_line(session))
         if session["error"]:
@@ -267,7 +267,7 @@ def _cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
         meta = backlog.status(conn, versions)
         immich = immich_status(conn, cfg.immich)
     if args.json:
-        _print_json({"library": str(cfg.library.path), **st, "metadata": meta,
+        print_json({"library": str(cfg.library.path), **st, "metadata": meta,
                      "immich": immich})
         return EXIT_OK
     print(f"library {cfg.library.path}: {st['assets']} assets, {human_bytes(st['bytes'])}, "
@@ -353,7 +353,7 @@ def _cmd_extract(cfg: config.Config, args: argparse.Namespace) -> int:
     _write_textfile(cfg, "metadata")
     data = summary.as_json()
     if args.json:
-        _print_json(data)
+        print_json(data)
     else:
         _print_extract_summary(data)
     return EXIT_OK if summary.status == "completed" and not summary.failed else EXIT_FAILED
@@ -387,7 +387,7 @@ def _cmd_export(cfg: config.Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _print_json(data: Any) -> None:
+def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, default=_json_default)
     sys.stdout.write("\n")
 
@@ -397,6 +397,8 @@ def _json_default(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, bytes | memoryview):
         return bytes(value).hex()
+    if isinstance(value, Path):
+        return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
