@@ -273,6 +273,8 @@ def scenario_card(image: Image, work: Path, outcome: Outcome) -> None:
         assert mount["fstype"] == "vfat" and mount["source"] == "/dev/sda1", mount
         assert not seen["outside_mounts"], f"the card was visible outside: {seen}"
         outcome.note(f"mounted {mount['options']} in the unit only")
+        assert seen["status"], "`systemctl status` never showed the ingest's progress"
+        outcome.note(f"status texts seen: {seen['status'][:3]}")
 
         published = check_library(vm, card)
         check_catalog(vm, published)

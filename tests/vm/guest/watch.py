@@ -3,7 +3,8 @@
 
 Usage: watch.py KNAME SECONDS OUT.json. Polls every 20 ms: the mount table of every process
 in card-ingest@KNAME.service's cgroup, the mount table of PID 1 (the rest of the system) and
-udev's view of /dev/KNAME. Stops when the unit's cgroup has come and gone, or at SECONDS.
+udev's view of /dev/KNAME, and the unit's status text (every 10th poll). Stops when the
+unit's cgroup has come and gone, or at SECONDS.
 """
 
 import json
@@ -17,7 +18,9 @@ cgroup = ("/sys/fs/cgroup/system.slice/system-card\\x2dingest.slice/"
           f"card-ingest@{kname}.service/cgroup.procs")
 node = f"/dev/{kname}"
 seen = {"unit_mounts": [], "outside_mounts": [], "udev": None, "unit_seen": False,
-        "pids": []}
+        "pids": [], "status": []}
+unit = f"card-ingest@{kname}.service"
+polls = 0
 
 
 def card_mounts(pid: str) -> list[dict]:
@@ -53,6 +56,12 @@ while time.monotonic() < deadline:
             break
     if pids is not None:
         seen["unit_seen"] = True
+        polls += 1
+        if polls % 10 == 1:  # what `systemctl status` shows (sd_notify STATUS=)
+            text = subprocess.run(["systemctl", "show", "-p", "StatusText", "--value", unit],
+                                  capture_output=True, text=True).stdout.strip()
+            if text and text not in seen["status"]:
+                seen["status"].append(text)
         for pid in pids:
             if pid not in seen["pids"]:
                 seen["pids"].append(pid)

@@ -3,7 +3,7 @@
 # names the product bug it works around (see docs/vm-test.md). Empty when there is none.
 set -eu
 
-# Bug: the card and metadata units' drop-ins list [metrics] textfile_dir in ReadWritePaths=
-# (without "-"), but neither install-units nor docs/install.md creates the folder, so the
-# card unit fails with 226/NAMESPACE before photo-ingest even starts.
+# B1 (docs/vm-test.md): docs/install.md configures [metrics] textfile_dir but never creates
+# the folder; until a13bb64 the card unit then failed with 226/NAMESPACE, since then no
+# textfile is written. The library user writes the textfiles.
 install -d -o photo-ingest -g photo-ingest /var/lib/prometheus/node-exporter
