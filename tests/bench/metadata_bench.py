@@ -19,7 +19,10 @@ cache:
 Each extract starts from an empty asset_metadata table and must end with a record for
 every asset; its time includes the interpreter's start, exiftool, DuckDB and the load.
 Rates are files read per second: the library's files, sidecars included, which both
-exiftool and photo-ingest read. Targets: 1 >= 0.9 x R, N >= 1.5 x R (on 2 CPUs).
+exiftool and photo-ingest read. Targets: 1 >= 0.9 x R, N >= 1.5 x R (on 2 CPUs), given as
+ratios of medians, of the best runs, and per round (each round runs R, 1, N, P back to
+back). CPU times (the process and the exiftools it waited for) and PostgreSQL's CPU time
+show the cost apart from the wall clock, which other work on a shared machine disturbs.
 """
 
 from __future__ import annotations
@@ -205,8 +208,20 @@ def summarise(runs: dict[str, list[dict[str, Any]]], files: int) -> dict[str, An
                         "batch_size": runs[key][0]["batch_size"]} if key in TARGETS else {})}
     raw = per["R"]["median_seconds"]
     per["P"]["ratio_to_R"] = round(raw / per["P"]["median_seconds"], 2)
-    targets = [{"target": f"{k} >= {t} x R", "ratio": round(raw / per[k]["median_seconds"], 2),
-                "met": raw / per[k]["median_seconds"] >= t} for k, t in TARGETS.items()]
+    targets = []
+    for k, t in TARGETS.items():
+        # Each round runs R, 1, N and P back to back: the same round's R is the fairest
+        # yardstick when other work on the machine comes and goes. Best-of-rounds is the
+        # figure least disturbed by it (a disturbance only ever adds time).
+        rounds = [r["seconds"] / x["seconds"] for r, x in zip(runs["R"], runs[k], strict=True)]
+        best = min(r["seconds"] for r in runs["R"]) / min(x["seconds"] for x in runs[k])
+        median = raw / per[k]["median_seconds"]
+        targets.append({"target": f"{k} >= {t} x R", "ratio": round(median, 2),
+                        "ratio_best": round(best, 2),
+                        "ratio_per_round": [round(x, 2) for x in rounds],
+                        "met": median >= t, "met_best": best >= t})
+    per["P"]["ratio_per_round"] = [round(r["seconds"] / x["seconds"], 2)
+                                   for r, x in zip(runs["R"], runs["P"], strict=True)]
     return {"files": files, "machine": {"cpus": os.cpu_count(),
                                         "python": platform.python_version(),
                                         "exiftool": exiftool_version()},
@@ -229,10 +244,15 @@ def print_table(result: dict[str, Any]) -> None:
         pg = f"{c['median_postgres_cpu_seconds']:.2f}" if "workers" in c else "-"
         print(f"{key}  {c['label']:<39} {c['median_seconds']:>8.2f} "
               f"{c['files_per_second']:>8} {c['median_cpu_seconds']:>6.2f} {pg:>6}  {runs}")
-    print(f"\nparallel ceiling P: {result['contenders']['P']['ratio_to_R']:.2f} x R")
-    print(f"\n{'target':<14} {'ratio':>6}  result")
+    p = result["contenders"]["P"]
+    print(f"\nparallel ceiling P: {p['ratio_to_R']:.2f} x R (per round: "
+          f"{' '.join(f'{x:.2f}' for x in p['ratio_per_round'])})")
+    print(f"\n{'target':<14} {'median':>6} {'best':>6}  per round")
     for t in result["targets"]:
-        print(f"{t['target']:<14} {t['ratio']:>6.2f}  {'PASS' if t['met'] else 'MISS'}")
+        rounds = " ".join(f"{x:.2f}" for x in t["ratio_per_round"])
+        verdict = (f"median {'PASS' if t['met'] else 'MISS'}, "
+                   f"best {'PASS' if t['met_best'] else 'MISS'}")
+        print(f"{t['target']:<14} {t['ratio']:>6.2f} {t['ratio_best']:>6.2f}  {rounds}   {verdict}")
 
 
 def log(msg: str) -> None:
