@@ -9,7 +9,8 @@ _apt() {
   [ "$(id -u)" = 0 ] || sudo="sudo"
   echo "bootstrap: installing Debian packages: $*" >&2
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" \
+    >/dev/null
 }
 
 missing=()
@@ -20,6 +21,11 @@ command -v runuser >/dev/null || missing+=(util-linux)
 python3 -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
 command -v systemd-analyze >/dev/null || missing+=(systemd)  # unit checks
 command -v npm >/dev/null || missing+=(npm)  # the official Immich CLI, for the fidelity test
+# the VM scenarios (tests/vm/): a Debian guest under qemu, cards made with mtools
+for tool in qemu-system-x86:qemu-system-x86_64 debootstrap:debootstrap qemu-utils:qemu-img \
+            dosfstools:mkfs.vfat mtools:mcopy; do
+  command -v "${tool#*:}" >/dev/null || missing+=("${tool%%:*}")
+done
 if [ ${#missing[@]} -gt 0 ]; then _apt "${missing[@]}"; fi
 
 stamp="$VENV/.photo-ingest-stamp"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,12 @@ def test_textfile_reports_the_catalog(tmp_path: Path, cli: Callable[..., Any],
     sample_card(tmp_path / "card")
     assert cli("ingest", tmp_path / "card").returncode == 0
     assert cli("ingest", tmp_path / "card").returncode == 0
-    path = write_textfile(tmp_path / "textfiles", "ingest", IngestCollector(db))
+    old_umask = os.umask(0o077)  # as under the metadata unit
+    try:
+        path = write_textfile(tmp_path / "textfiles", "ingest", IngestCollector(db))
+    finally:
+        os.umask(old_umask)
+    assert path.stat().st_mode & 0o777 == 0o644  # node_exporter must be able to read it
     assert path.name == "photo_ingest_ingest.prom"
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left
     m = samples(path)

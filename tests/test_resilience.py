@@ -258,3 +258,35 @@ def _populated(tmp_path: Path) -> str:
     root = tmp_path / "card-content"
     random_files(root / "DCIM/100TEST", 1, 10_000, seed=1)
     return str(root)
+
+
+def test_read_error_on_a_vanished_source_is_an_interruption(
+        tmp_path: Path, config: Path, library: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], db: psycopg.Connection[Any]) -> None:
+    """A card pulled mid-read may fail a read before systemd's SIGTERM arrives: the
+    session is interrupted (to be resumed), not a list of failed files."""
+    import json
+
+    from photo_ingest import cli as cli_module
+    from photo_ingest.ingest import copy, pipeline
+
+    card = tmp_path / "card"
+    random_files(card / "DCIM", 3, 10_000, seed=9)
+    real = copy.copy_to_temp
+    calls = []
+
+    def pulled(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:  # the card goes away during the second file
+            shutil.rmtree(card)
+            raise copy.SourceError(5, "reading the source failed: Input/output error")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "copy_to_temp", pulled)
+    rc = cli_module.main(["--config", str(config), "ingest", str(card), "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert rc == 1
+    assert summary["status"] == "interrupted"
+    assert summary["error"] == "stopped by the card's removal (the source disappeared)"
+    assert summary["files"]["copied"] == 1
+    assert_catalog_matches_disk(db, library)

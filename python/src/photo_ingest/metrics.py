@@ -137,7 +137,13 @@ def write_textfile(directory: Path, job: str, *collectors: Collector) -> Path:
         registry.register(collector)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"photo_ingest_{job}.prom"
-    write_to_textfile(os.fspath(path), registry)
+    # node_exporter runs as another user: the file must be world-readable even under a
+    # unit's UMask=0077, and already so when the rename makes it visible.
+    old_umask = os.umask(0o022)
+    try:
+        write_to_textfile(os.fspath(path), registry)
+    finally:
+        os.umask(old_umask)
     return path
 
 

@@ -60,12 +60,12 @@ def human_bytes(n: float) -> str:
 class IngestReporter:
     """Progress for one ingest: a bar redrawn on a terminal, or periodic log lines."""
 
-    def __init__(self, stream: TextIO = sys.stderr, interactive: bool | None = None,
+    def __init__(self, stream: TextIO | None = None, interactive: bool | None = None,
                  log_every: float = 10.0, status: Callable[[str], None] | None = None) -> None:
-        self.stream = stream
+        self.stream = stream or sys.stderr  # looked up now: sys.stderr may be replaced
         self.status = status  # e.g. sd_notify STATUS=, for `systemctl status`
         self.last_status = 0.0
-        self.interactive = stream.isatty() if interactive is None else interactive
+        self.interactive = self.stream.isatty() if interactive is None else interactive
         self.log_every = log_every
         self.files = self.total_bytes = self.done_files = self.done_bytes = 0
         self.started = self.last_draw = time.monotonic()

@@ -179,6 +179,10 @@ class _Run:
         except (SourceError, VerifyError) as exc:
             for c in copies:
                 discard(c.temp)
+            if isinstance(exc, SourceError) and not self._source_present():
+                # The read error came before systemd's SIGTERM: the card is gone, so this
+                # is an interruption to resume, not a file that failed.
+                raise Stopped("the card's removal (the source disappeared)") from exc
             self._fail([f.relpath, *(sc.relpath for sc in f.sidecars)], str(exc.args[-1]))
             return
         except BaseException:
@@ -189,6 +193,17 @@ class _Run:
             self._count(o)
             if o.outcome == "copied":
                 self.counts.bytes_copied += o.size or 0
+
+    def _source_present(self) -> bool:
+        """Is the source still there: its folder, and the block device it lives on?"""
+        try:
+            st = os.stat(self.source)
+        except OSError:
+            return False
+        major, minor = os.major(st.st_dev), os.minor(st.st_dev)
+        sys_dev = f"/sys/dev/block/{major}:{minor}"
+        # Only block devices appear there; other filesystems (tmpfs, NFS) have no entry.
+        return major == 0 or not os.path.exists("/sys/dev/block") or os.path.exists(sys_dev)
 
     def _known_copy(self, f: SourceFile, known: dict[bytes, Any]) -> Copied | None:
         """Hash a file that looks catalogued; a Copied without temp if it really is."""
