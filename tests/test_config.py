@@ -69,6 +69,24 @@ def test_unreadable_password_file_is_named(tmp_path: Path) -> None:
         cfg.database.conninfo()
 
 
+def test_secrets_from_the_units_credentials_directory(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = config.load(write(tmp_path, '[database]\nurl = "host=db dbname=x"\n'
+                                      'password_file = "$CREDENTIALS_DIRECTORY/db-password"\n'
+                                      '[immich]\nurl = "http://immich:2283"\n'
+                                      'api_key_file = "$CREDENTIALS_DIRECTORY/immich-key"\n'))
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    with pytest.raises(config.ConfigError, match=r"CREDENTIALS_DIRECTORY is not set"):
+        cfg.database.conninfo()
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "db-password").write_text("pw1\n")
+    (creds / "immich-key").write_text("key1\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    assert "password=pw1" in cfg.database.conninfo()
+    assert cfg.immich.api_key() == "key1"
+
+
 def test_cli_reports_config_error_with_exit_2(tmp_path: Path) -> None:
     from conftest import run_cli
 

@@ -122,8 +122,28 @@ class Config:
     immich: ImmichConfig = field(default_factory=lambda: _immich_default())
 
 
+CREDENTIALS = "$CREDENTIALS_DIRECTORY"
+
+
+def secret_path(value: str, base: Path) -> Path:
+    """A secret file's path from the config. `$CREDENTIALS_DIRECTORY/NAME` stays as written
+    and is resolved when read: one config file serves several units, and systemd gives each
+    unit its own credentials folder (LoadCredential=)."""
+    if value.startswith(CREDENTIALS + "/"):
+        return Path(value)
+    return base / value
+
+
 def read_secret(path: Path, key: str) -> str:
     """A secret from a file (a systemd credential, say), without its trailing newline."""
+    text = str(path)
+    if text.startswith(CREDENTIALS + "/"):
+        folder = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not folder:
+            raise ConfigError(f"{key}: {text} names a systemd credential, but "
+                              "$CREDENTIALS_DIRECTORY is not set (run it from a unit with "
+                              "LoadCredential=, or give the file's own path)")
+        path = Path(folder) / text[len(CREDENTIALS) + 1:]
     try:
         return path.read_text(encoding="utf-8").rstrip("\n")
     except OSError as exc:
@@ -168,7 +188,7 @@ def parse(raw: dict[str, Any], base: Path = Path()) -> Config:
     pw = _get(db, "password_file", str, "database.", None)
     database = DatabaseConfig(
         url=_get(db, "url", str, "database.", DatabaseConfig.url),
-        password_file=base / pw if pw else None,
+        password_file=secret_path(pw, base) if pw else None,
     )
     ingest = IngestConfig(
         verify=_choice(ing, "verify", ("full", "size"), "full"),

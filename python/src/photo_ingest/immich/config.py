@@ -85,6 +85,8 @@ def parse_immich(table: dict[str, Any], base: Path = Path()) -> ImmichConfig:
     if unknown:
         raise ConfigError(f"unknown key immich.{unknown[0]} "
                           f"(allowed here: {', '.join(sorted(_KEYS))})")
+    from photo_ingest.config import secret_path
+
     d = ImmichConfig()
     url = _get(table, "url", str, None)
     if url is not None:
@@ -110,7 +112,7 @@ def parse_immich(table: dict[str, Any], base: Path = Path()) -> ImmichConfig:
         raise ConfigError("immich.library_name: must not be empty")
     return ImmichConfig(
         url=url,
-        api_key_file=base / key_file if key_file else None,
+        api_key_file=secret_path(key_file, base) if key_file else None,
         mode=mode,
         album=check_album_template(album) if album.strip() else None,
         workers=_int(table, "workers", 1, 64, d.workers),
