@@ -171,6 +171,11 @@ def _kernel_version(root: Path) -> str:
     return versions[0]
 
 
+class GuestUnavailable(RuntimeError):
+    """The guest's Debian packages cannot be had here (no mirror): an environment without
+    the VM scenarios, not a failure of the product."""
+
+
 def ensure_base(log: Log = log_stderr) -> Path:
     """The debootstrap tree (cached); its root is <dir>/root."""
     key = base_key()
@@ -187,8 +192,11 @@ def ensure_base(log: Log = log_stderr) -> Path:
     started = time.monotonic()
     debs = CACHE / "debs"
     debs.mkdir(exist_ok=True)
-    _run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-          f"--cache-dir={debs}", SUITE, str(root), url], "debootstrap")
+    try:
+        _run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}",
+              f"--cache-dir={debs}", SUITE, str(root), url], "debootstrap")
+    except RuntimeError as exc:
+        raise GuestUnavailable(f"cannot build the guest from {url}: {exc}") from exc
     log(f"debootstrap done in {time.monotonic() - started:.0f}s")
     shutil.copy(GUEST / "setup-base.sh", root / "tmp/setup-base.sh")
     _run(["chroot", str(root), "/bin/sh", "/tmp/setup-base.sh", _kernel_version(root)],
