@@ -9,11 +9,13 @@ SUCCESS = "7ad2d189f7e94e70a38c781354912448"  # systemd: "Deactivated successful
 
 
 def sha1(path):
-    return hashlib.sha1(open(path, "rb").read()).hexdigest()
+    with open(path, "rb") as f:
+        return hashlib.sha1(f.read()).hexdigest()
 
 
 def psql(machine, query):
-    return machine.succeed(f"runuser -u postgres -- psql -d photo-ingest -tAF '|' -c \"{query}\"").strip()
+    command = f"runuser -u postgres -- psql -d photo-ingest -tAF '|' -c \"{query}\""
+    return machine.succeed(command).strip()
 
 
 def insert_card(machine, card_dir):
@@ -26,7 +28,8 @@ def insert_card(machine, card_dir):
 
 
 def check_card_ingested(machine, card_dir, image):
-    expected = json.load(open(f"{card_dir}/expected.json"))
+    with open(f"{card_dir}/expected.json") as f:
+        expected = json.load(f)
     files = expected["files"]
     unit = "card-ingest@sda1.service"
     machine.wait_until_succeeds(f"journalctl -q -u {unit} MESSAGE_ID={SUCCESS} | grep -q .",

@@ -13,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, sys.argv[1])
 
-from vm.card import build, photo  # noqa: E402
+from vm.card import build, photo
 
 LABEL = "EOS_DIGITAL"
 SHOTS = [
