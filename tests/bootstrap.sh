@@ -21,6 +21,7 @@ command -v runuser >/dev/null || missing+=(util-linux)
 python3 -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
 command -v systemd-analyze >/dev/null || missing+=(systemd)  # unit checks
 command -v npm >/dev/null || missing+=(npm)  # the official Immich CLI, for the fidelity test
+command -v nix-instantiate >/dev/null || missing+=(nix-bin)  # tests/test_nix.py: .nix files parse, module evaluation
 # the VM scenarios (tests/vm/): a Debian guest under qemu, cards made with mtools
 for tool in qemu-system-x86:qemu-system-x86_64 debootstrap:debootstrap qemu-utils:qemu-img \
             dosfstools:mkfs.vfat mtools:mcopy; do
