@@ -104,6 +104,26 @@ def test_card_is_ingested_read_only_privately_as_the_library_user(
     assert 'photo_ingest_ingest_files_total{outcome="copied"} 6.0' in prom
 
 
+def test_the_library_user_gets_secrets_only_root_can_read(
+        tmp_path: Path, card_device: Callable[..., str], library_user_config: Path,
+        library: Path, db: psycopg.Connection[Any]) -> None:
+    # As under systemd: LoadCredential= files in a folder only the unit's user (root) reads.
+    creds = tmp_path / "credentials"
+    creds.mkdir(mode=0o700)
+    (creds / "db-password").write_text("not-checked-by-the-test-server\n")
+    text = library_user_config.read_text().replace(
+        "[database]\n", '[database]\npassword_file = "$CREDENTIALS_DIRECTORY/db-password"\n')
+    assert "password_file" in text
+    library_user_config.write_text(text)
+    content = tmp_path / "content"
+    random_files(content / "DCIM/100TEST", 2, 10_000, seed=5)
+    result = run_cli(library_user_config, "ingest", card_device(content), "--json",
+                     env={**os.environ, "CREDENTIALS_DIRECTORY": str(creds)})
+    assert result.returncode == 0, result.stderr
+    assert ingest_json(result)["files"]["copied"] == 2
+    assert len(assert_catalog_matches_disk(db, library)) == 2
+
+
 def test_denied_and_non_camera_media_are_left_alone(
         tmp_path: Path, card_device: Callable[..., str], library_user_config: Path,
         library: Path, db: psycopg.Connection[Any]) -> None:

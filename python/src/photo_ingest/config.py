@@ -134,9 +134,31 @@ def secret_path(value: str, base: Path) -> Path:
     return base / value
 
 
+# Secrets read ahead by keep_secrets(), for a process about to give up the right to read them.
+_kept: dict[str, str] = {}
+
+
+def keep_secrets(cfg: Config) -> None:
+    """Read every configured secret now and keep it in memory. The card unit runs its copy in
+    a child that drops root, and systemd's credentials folder is readable by root only."""
+    for key, path in _secret_paths(cfg):
+        try:
+            _kept[str(path)] = read_secret(path, key)
+        except ConfigError:  # not this unit's credential: said when (and if) it is needed
+            continue
+
+
+def _secret_paths(cfg: Config) -> list[tuple[str, Path]]:
+    found = [("database.password_file", cfg.database.password_file),
+             ("immich.api_key_file", cfg.immich.api_key_file)]
+    return [(key, path) for key, path in found if path is not None]
+
+
 def read_secret(path: Path, key: str) -> str:
     """A secret from a file (a systemd credential, say), without its trailing newline."""
     text = str(path)
+    if text in _kept:
+        return _kept[text]
     if text.startswith(CREDENTIALS + "/"):
         folder = os.environ.get("CREDENTIALS_DIRECTORY")
         if not folder:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from photo_ingest.config import CardConfig, Config
+from photo_ingest.config import CardConfig, Config, keep_secrets
 from photo_ingest.ingest.card import blkid, identify_device, matches
 from photo_ingest.ingest.sessions import Card
 
@@ -156,6 +156,8 @@ def ingest_card(cfg: Config, device: str, run: Callable[[Path, Card], dict[str, 
         if cfg.card.require_dcim and not _has_dcim(where):
             result.left_alone = "no DCIM folder: not a camera card"
             return result
+        if cfg.card.user is not None:
+            keep_secrets(cfg)  # the child cannot read root's credentials folder
         result.summary = _as_library_user(cfg.card.user, lambda: run(where, card))
     files = result.summary["files"]
     if result.summary["status"] != "completed":
