@@ -26,12 +26,9 @@ in
   options.services.photo-ingest = {
     enable = lib.mkEnableOption "photo-ingest, the camera-card ingest server";
 
-    package = mkOption {
-      type = types.package;
-      default = pkgs.photo-ingest;
-      defaultText = literalExpression "pkgs.photo-ingest (the flake's package)";
-      description = "The photo-ingest package: its units, udev rule and dashboards are installed.";
-    };
+    # pkgs.photo-ingest comes from this flake's overlay; nixosModules.default sets the flake's
+    # own package, so the overlay is needed only when importing nix/module.nix by path.
+    package = lib.mkPackageOption pkgs "photo-ingest" { };
 
     user = mkOption {
       type = types.str;
