@@ -117,8 +117,17 @@ def write_marker(handle: Handle) -> None:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
+    _owned_like_root(handle, temp)
     os.rename(temp, os.path.join(handle.root, MARKER.encode()))
     fsync_dir(handle.root)
+
+
+def _owned_like_root(handle: Handle, path: bytes) -> None:
+    """`sudo photo-ingest mirror --init`: what root creates belongs to the folder's owner
+    (the library user, who copies into it later), not to root."""
+    if os.geteuid() == 0:
+        st = os.fstat(handle.fd)
+        os.chown(path, st.st_uid, st.st_gid)
 
 
 def _has_marker(fd: int) -> bool:
@@ -130,8 +139,12 @@ def _has_marker(fd: int) -> bool:
 
 
 def _ensure_incoming(handle: Handle) -> None:
-    with contextlib.suppress(FileExistsError):
+    try:
         os.mkdir(handle.incoming, 0o755)
+    except FileExistsError:
+        pass
+    else:
+        _owned_like_root(handle, handle.incoming)
     sweep_stale_temps(handle.incoming)
 
 

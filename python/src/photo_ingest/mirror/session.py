@@ -57,7 +57,7 @@ def verdict(summary: dict[str, Any], mirrors: Sequence[Report]) -> tuple[bool, s
         return False, f"the session ended {status}"
     for m in mirrors:
         if m.required and m.complete is not True:
-            return False, f"required mirror {m.name} does not hold {_lacking(m)} yet"
+            return False, f"required mirror {m.name} does not hold {_lacking(m)}"
     where = "in the library"
     required = [m.name for m in mirrors if m.required]
     if required:
