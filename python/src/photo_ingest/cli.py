@@ -344,7 +344,10 @@ def _cmd_install_units(cfg: config.Config, args: argparse.Namespace) -> int:
         print(path)
     if args.prefix == Path("/"):
         print("next: systemctl daemon-reload && udevadm control --reload && systemctl enable "
-              "--now photo-ingest-metadata.timer photo-ingest-immich-sync.service")
+              "--now photo-ingest-metadata.timer photo-ingest-immich-sync.service"
+              + (" photo-ingest-mirror.timer" if cfg.mirrors else "")
+              + " photo-ingest-verify.timer"
+              + (" photo-ingest-backlog-check.timer" if cfg.notify.enabled else ""))
     return EXIT_OK
 
 
