@@ -12,8 +12,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import psycopg
+
 from photo_ingest import catalog
 from photo_ingest.config import Config
+from photo_ingest.ingest.pipeline import Stopped
 from photo_ingest.mirror import store
 from photo_ingest.mirror.run import Report, catch_up
 
@@ -28,10 +31,11 @@ def after_session(cfg: Config, summary: dict[str, Any]) -> dict[str, Any]:
             with catalog.connect(cfg.database.conninfo()) as conn:
                 assets = store.session_assets(conn, summary["session"])
                 reports = catch_up(cfg, conn, cfg.mirrors, assets)
-        except catalog.CatalogError as exc:
-            log.error("mirrors not updated: %s", exc)
-            reports = [_not_run(m.name, str(m.path), m.required, str(exc))
-                       for m in cfg.mirrors]
+        except (catalog.CatalogError, psycopg.Error, OSError, Stopped) as exc:
+            # The library copy stands; the mirror timer finishes the job later.
+            why = f"not finished: {exc or type(exc).__name__}"
+            log.error("mirrors %s", why)
+            reports = [_not_run(m.name, str(m.path), m.required, why) for m in cfg.mirrors]
     elif cfg.mirrors:
         reports = [_not_run(m.name, str(m.path), m.required,
                             f"not attempted: the session ended {summary['status']}")
