@@ -82,7 +82,7 @@ class _Destination:
         self.assets = assets
         self.library = os.fsencode(os.path.abspath(cfg.library.path))
         self.report = Report(mirror.name, str(mirror.path), mirror.required)
-        self.tried: list[int] = []
+        self.tried: list[int] = []  # rows left pending by this run: not tried twice
         self.last_log = time.monotonic()
 
     def run(self, retry_failed: bool) -> Report:
@@ -122,7 +122,6 @@ class _Destination:
                                   wait=wait)
                 if job is None:
                     return True
-                self.tried.append(job.id)
                 try:
                     self._one(job)
                 except _StopDestination:
@@ -143,7 +142,7 @@ class _Destination:
             self._fail(job, f"the library's copy cannot be read: {exc.strerror or exc}")
             return
         except DestinationFull as exc:
-            store.retry_later(self.conn, job, str(exc.strerror), count=False)
+            self._later(job, str(exc.strerror), count=False)
             self.report.deferred += 1
             self.report.reason = f"destination full: {exc.strerror}"
             raise _StopDestination from exc
@@ -201,9 +200,13 @@ class _Destination:
         if job.attempts + 1 >= store.MAX_ATTEMPTS:
             self._fail(job, f"{text} (after {job.attempts + 1} attempts)")
         else:
-            store.retry_later(self.conn, job, text, count=True)
+            self._later(job, text, count=True)
             self.report.deferred += 1
             self._note(job, text)
+
+    def _later(self, job: store.Job, error: str, *, count: bool) -> None:
+        store.retry_later(self.conn, job, error, count=count)
+        self.tried.append(job.id)
 
     def _fail(self, job: store.Job, reason: str) -> None:
         store.failed(self.conn, job, reason)
@@ -216,8 +219,7 @@ class _Destination:
             self.report.errors.append(f"{job.library_path}: {text}")
 
     def _stop_unavailable(self, job: store.Job, exc: Unavailable) -> NoReturn:
-        store.retry_later(self.conn, job, f"destination unavailable: {exc.strerror}",
-                          count=False)
+        self._later(job, f"destination unavailable: {exc.strerror}", count=False)
         self._unavailable(exc)
         raise _StopDestination from exc
 
