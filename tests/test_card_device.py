@@ -150,3 +150,76 @@ def test_block_device_without_root_says_why(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(device.os, "geteuid", lambda: 1000)
     with pytest.raises(device.DeviceError, match="needs root"):
         device.ingest_card(Config(), "/dev/sdz1", lambda where, card: {})
+
+
+def _mirror(tmp_path: Path, config: Path, name: str, required: bool, *,
+            present: bool = True) -> Path:
+    """A [[mirror]] folder owned by the library user, marked as the mirror by root."""
+    path = tmp_path / name
+    if present:
+        path.mkdir()
+        nobody = pwd.getpwnam("nobody")
+        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    config.write_text(config.read_text() + f'[[mirror]]\nname = "{name}"\npath = "{path}"\n'
+                      f"required = {str(required).lower()}\n")
+    if present:
+        result = run_cli(config, "mirror", "--init", "--destination", name)
+        assert result.returncode == 0, result.stderr
+    return path
+
+
+def test_card_is_ejected_when_every_required_mirror_holds_it(
+        tmp_path: Path, card_device: Callable[..., str], library_user_config: Path,
+        library: Path, db: psycopg.Connection[Any]) -> None:
+    content = tmp_path / "content"
+    random_files(content / "DCIM/100TEST", 4, 200_000, seed=11)
+    device = card_device(content)
+    nas = _mirror(tmp_path, library_user_config, "nas", required=True)
+    _mirror(tmp_path, library_user_config, "usb", required=False, present=False)
+    result = run_cli(library_user_config, "ingest", device, "--json")
+    assert result.returncode == 0, result.stderr
+    summary = ingest_json(result)
+    assert summary["safe_to_format"] is True
+    assert summary["safe_reason"].startswith("every file is verified in the library and on "
+                                             "nas; best-effort mirror usb lacks 4 file(s) (")
+    assert summary["ejected"] == f"{os.path.basename(device)} is unmounted and safe to remove"
+    mirrors = {m["name"]: m for m in summary["mirrors"]}
+    assert (mirrors["nas"]["copied"], mirrors["nas"]["complete"]) == (4, True)
+    assert (mirrors["usb"]["available"], mirrors["usb"]["complete"]) == (False, False)
+    files = assert_catalog_matches_disk(db, library)
+    assert {p: sha1(nas / p) for p in files} == files  # verified copies, same layout
+    nobody = pwd.getpwnam("nobody").pw_uid
+    assert {(nas / p).stat().st_uid for p in files} == {nobody}
+    rows = db.execute("SELECT destination, state, count(*) AS n FROM mirror_copies"
+                      " GROUP BY 1, 2 ORDER BY 1").fetchall()
+    assert [tuple(r.values()) for r in rows] == [("nas", "copied", 4), ("usb", "pending", 4)]
+
+
+def test_card_stays_in_until_the_required_mirror_has_it(
+        tmp_path: Path, card_device: Callable[..., str], library_user_config: Path,
+        library: Path, db: psycopg.Connection[Any]) -> None:
+    content = tmp_path / "content"
+    random_files(content / "DCIM/100TEST", 3, 100_000, seed=12)
+    device = card_device(content)
+    nas = _mirror(tmp_path, library_user_config, "nas", required=True, present=False)
+    result = run_cli(library_user_config, "ingest", device, "--json")
+    assert result.returncode == 1
+    summary = ingest_json(result)
+    assert summary["status"] == "completed" and summary["files"]["copied"] == 3
+    assert summary["ejected"] is None and summary["safe_to_format"] is False
+    assert summary["left_alone"] == ("not safe to format: required mirror nas does not hold "
+                                     f"3 file(s) ({nas} does not exist (not mounted?))")
+    # The share is back: the same card again is all duplicates, now mirrored, then ejected.
+    nas.mkdir()
+    nobody = pwd.getpwnam("nobody")
+    os.chown(nas, nobody.pw_uid, nobody.pw_gid)
+    assert run_cli(library_user_config, "mirror", "--init", "--destination", "nas"
+                   ).returncode == 0
+    result = run_cli(library_user_config, "ingest", device, "--json")
+    assert result.returncode == 0, result.stderr
+    summary = ingest_json(result)
+    assert summary["files"]["duplicate"] == 3 and summary["safe_to_format"] is True
+    assert summary["mirrors"][0]["copied"] == 3
+    assert summary["ejected"] is not None
+    files = assert_catalog_matches_disk(db, library)
+    assert {p: sha1(nas / p) for p in files} == files

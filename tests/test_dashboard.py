@@ -17,6 +17,8 @@ from support.samplecard import sample_card
 
 from photo_ingest.immich.metrics import SyncMetrics
 from photo_ingest.metrics import IngestCollector, MetadataCollector
+from photo_ingest.mirror.metrics import MirrorCollector, VerifyCollector
+from photo_ingest.notify.metrics import NotifyCollector
 
 METRIC = re.compile(r"\bphoto_ingest_[a-z0-9_]+")
 
@@ -34,6 +36,8 @@ def exposed(tmp_path: Path, cli: Callable[..., Any], db: psycopg.Connection[Any]
     registry = CollectorRegistry()
     registry.register(IngestCollector(db))
     registry.register(MetadataCollector(db))
+    for collector in (MirrorCollector, VerifyCollector, NotifyCollector):
+        registry.register(collector(db))
     names: set[str] = set()
     for reg in (registry, SyncMetrics().registry):
         for family in reg.collect():
@@ -60,7 +64,8 @@ def test_dashboard_model_is_valid_and_laid_out() -> None:
             assert p["targets"] and all(t["expr"] for t in p["targets"]), p["title"]
     titles = {p["title"] for p in panels}
     assert {"Ingest throughput", "Sessions per card", "Metadata backlog", "Immich backlog",
-            "Failed files by reason", "Last ingest success"} <= titles
+            "Failed files by reason", "Last ingest success", "Mirror available",
+            "Mirror backlog", "Last scrub", "Scrub findings", "Notifications"} <= titles
 
 
 def test_dashboard_and_alerts_use_only_real_metrics(exposed: set[str]) -> None:

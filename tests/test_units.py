@@ -13,7 +13,8 @@ from conftest import run_cli
 from photo_ingest import units
 
 TARGETS = {"photo-ingest-metadata.service": 2.0, "photo-ingest-immich-sync.service": 2.0,
-           "card-ingest@sdb1.service": 4.5}
+           "card-ingest@sdb1.service": 4.5, "photo-ingest-mirror.service": 2.0,
+           "photo-ingest-verify.service": 2.0, "photo-ingest-backlog-check.service": 2.0}
 needs_systemd = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
                                    reason="systemd-analyze is not installed")
 
@@ -22,7 +23,9 @@ needs_systemd = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
 def installed(tmp_path: Path) -> Path:
     config = tmp_path / "site.toml"
     config.write_text(f'[library]\npath = "{tmp_path}/photos"\n'
-                      f'[metrics]\ntextfile_dir = "{tmp_path}/prom"\n')
+                      f'[metrics]\ntextfile_dir = "{tmp_path}/prom"\n'
+                      '[[mirror]]\nname = "nas"\npath = "/mnt/nas/photos"\n'
+                      '[[mirror]]\nname = "usb"\npath = "/media/usb"\nrequired = false\n')
     result = run_cli(config, "install-units", "--prefix", tmp_path / "root", "--user", "alice")
     assert result.returncode == 0, result.stderr
     return tmp_path
@@ -38,10 +41,17 @@ def test_install_units_renders_the_shipped_files(installed: Path) -> None:
         assert "@bindir@" not in text
         assert text == units.shipped(name).replace("@bindir@", str(bindir))
     card = (system / "card-ingest@.service.d/50-photo-ingest.conf").read_text()
-    assert f"ReadWritePaths={installed}/photos -{installed}/prom" in card
     assert f"PHOTO_INGEST_CONFIG={installed}/site.toml" in card
     meta = (system / "photo-ingest-metadata.service.d/50-photo-ingest.conf").read_text()
     assert "User=alice" in meta and f"ReadWritePaths=-{installed}/prom" in meta
+    assert f"ReadWritePaths={installed}/photos -{installed}/prom -/mnt/nas/photos -/media/usb" \
+        in card
+    mirror = (system / "photo-ingest-mirror.service.d/50-photo-ingest.conf").read_text()
+    assert "User=alice" in mirror
+    assert f"ReadWritePaths=-{installed}/prom -/mnt/nas/photos -/media/usb" in mirror
+    for name in ("verify", "backlog-check"):
+        drop_in = (system / f"photo-ingest-{name}.service.d/50-photo-ingest.conf").read_text()
+        assert "User=alice" in drop_in and "/mnt/nas" not in drop_in  # they only read
     assert (installed / "root/etc/udev/rules.d/90-photo-ingest.rules").read_text() == \
         units.shipped(units.RULE)
 

@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from pathlib import Path
 from types import FrameType
@@ -23,6 +23,8 @@ from photo_ingest import catalog, config
 from photo_ingest.report import IngestReporter, human_bytes, setup_logging
 
 if TYPE_CHECKING:
+    from prometheus_client.registry import Collector
+
     from photo_ingest.metadata.normalise import Settings
 
 log = logging.getLogger("photo_ingest")
@@ -81,6 +83,10 @@ def _parser() -> argparse.ArgumentParser:
     from photo_ingest.immich.cli import add_commands as add_immich_commands
 
     add_immich_commands(sub)
+
+    from photo_ingest.mirror.cli import add_commands as add_mirror_commands
+
+    add_mirror_commands(sub)
 
     c = sub.add_parser("install-units", help="install the systemd units and udev rule "
                        "(Debian, Raspberry Pi OS)",
@@ -141,6 +147,9 @@ def _cmd_ingest(cfg: config.Config, args: argparse.Namespace) -> int:
     from photo_ingest.ingest.device import DeviceError, ingest_card, is_block_device
     from photo_ingest.ingest.pipeline import IngestError, Stopped, ingest
     from photo_ingest.ingest.sessions import Card
+    from photo_ingest.mirror.session import after_session
+    from photo_ingest.notify.send import Notifications
+    from photo_ingest.notify.session import session_message
 
     if args.library:
         cfg = replace(cfg, library=replace(cfg.library, path=args.library))
@@ -153,14 +162,22 @@ def _cmd_ingest(cfg: config.Config, args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGHUP, stop)
     reporter = IngestReporter(status=Notifier().status)
+    # Read now: a card's ingest runs as the library user, who cannot read credentials.
+    notes = Notifications.from_config(cfg)
 
     def run(source: str, card: Card | None) -> dict[str, Any]:
         if args.label:
             card = replace(card or Card(), label=args.label)
         summary = ingest(cfg, source, reporter, card).as_json()
+        summary.update(after_session(cfg, summary))  # mirrors; safe to format?
         # Here, not in the root parent of a card: this process is the catalog's user, and
         # the metrics are written before an eject makes systemd stop the card's unit.
         _write_textfile(cfg, "ingest")
+        if cfg.mirrors:
+            _write_textfile(cfg, "mirror")
+        if notes.enabled:
+            notes.send(session_message(summary, vars(card) if card else None))
+            _write_textfile(cfg, "notify")
         return summary
 
     try:
@@ -189,7 +206,7 @@ def _cmd_ingest(cfg: config.Config, args: argparse.Namespace) -> int:
             print(f"card: {report['ejected']}")
         elif report.get("left_alone"):
             print(f"card left in place: {report['left_alone']}")
-    return EXIT_OK if summary["status"] == "completed" else EXIT_FAILED
+    return EXIT_OK if summary["safe_to_format"] else EXIT_FAILED
 
 
 def _write_textfile(cfg: config.Config, job: str) -> None:
@@ -197,8 +214,13 @@ def _write_textfile(cfg: config.Config, job: str) -> None:
     if cfg.metrics.textfile_dir is None:
         return
     from photo_ingest.metrics import IngestCollector, MetadataCollector, write_textfile
+    from photo_ingest.mirror.metrics import MirrorCollector, VerifyCollector
+    from photo_ingest.notify.metrics import NotifyCollector
 
-    collector = {"ingest": IngestCollector, "metadata": MetadataCollector}[job]
+    collectors: dict[str, Callable[[Any], Collector]] = {
+        "ingest": IngestCollector, "metadata": MetadataCollector, "mirror": MirrorCollector,
+        "verify": VerifyCollector, "notify": NotifyCollector}
+    collector = collectors[job]
     try:
         with catalog.connect(cfg.database.conninfo()) as conn:
             write_textfile(cfg.metrics.textfile_dir, job, collector(conn))
@@ -216,6 +238,14 @@ def _print_summary(s: dict[str, Any]) -> None:
             print(f"  {o['outcome']:<9} {o['path']}: {o['reason']}")
     if s["error"]:
         print(f"error: {s['error']}")
+    for m in s.get("mirrors", []):
+        state = "holds every file" if m["complete"] else "does NOT hold every file"
+        print(f"mirror {m['name']} ({'required' if m['required'] else 'best effort'}): "
+              f"{state}; {m['copied']} copied, {m['adopted']} already there, "
+              f"{m['failed']} failed" + (f" - {m['reason']}" if m["reason"] else ""))
+        for e in m["errors"]:
+            print(f"  {e}")
+    print(f"safe to format: {'yes' if s['safe_to_format'] else 'no'} - {s['safe_reason']}")
 
 
 def _cmd_sessions(cfg: config.Config, args: argparse.Namespace) -> int:
@@ -260,15 +290,18 @@ def _cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
     from photo_ingest.immich.status import format_status
     from photo_ingest.immich.status import status as immich_status
     from photo_ingest.metadata import backlog
+    from photo_ingest.mirror.status import format_status as format_mirrors
+    from photo_ingest.mirror.status import status as mirror_status
 
     versions = backlog.Versions(_metadata_settings(cfg).fingerprint())
     with catalog.connect(cfg.database.conninfo()) as conn:
         st = queries.status(conn)
         meta = backlog.status(conn, versions)
         immich = immich_status(conn, cfg.immich)
+        mirrors = mirror_status(conn, cfg)
     if args.json:
         print_json({"library": str(cfg.library.path), **st, "metadata": meta,
-                     "immich": immich})
+                     "immich": immich, **mirrors})
         return EXIT_OK
     print(f"library {cfg.library.path}: {st['assets']} assets, {human_bytes(st['bytes'])}, "
           f"{st['sidecars']} sidecars")
@@ -283,6 +316,8 @@ def _cmd_status(cfg: config.Config, args: argparse.Namespace) -> int:
             print(f"  failed {f['relpath']}: {f['reason']}")
     _print_metadata_status(meta)
     for line in format_status(immich):
+        print(line)
+    for line in format_mirrors(mirrors):
         print(line)
     return EXIT_OK
 
@@ -309,7 +344,10 @@ def _cmd_install_units(cfg: config.Config, args: argparse.Namespace) -> int:
         print(path)
     if args.prefix == Path("/"):
         print("next: systemctl daemon-reload && udevadm control --reload && systemctl enable "
-              "--now photo-ingest-metadata.timer photo-ingest-immich-sync.service")
+              "--now photo-ingest-metadata.timer photo-ingest-immich-sync.service"
+              + (" photo-ingest-mirror.timer" if cfg.mirrors else "")
+              + " photo-ingest-verify.timer"
+              + (" photo-ingest-backlog-check.timer" if cfg.notify.enabled else ""))
     return EXIT_OK
 
 

@@ -16,6 +16,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 if TYPE_CHECKING:
     from photo_ingest.immich.config import ImmichConfig
+    from photo_ingest.mirror.config import MirrorConfig, VerifyConfig
+    from photo_ingest.notify.config import NotifyConfig
 
 DEFAULT_PATH = Path("/etc/photo-ingest/config.toml")
 ENV_VAR = "PHOTO_INGEST_CONFIG"
@@ -120,6 +122,9 @@ class Config:
     card: CardConfig = CardConfig()
     metrics: MetricsConfig = MetricsConfig()
     immich: ImmichConfig = field(default_factory=lambda: _immich_default())
+    mirrors: tuple[MirrorConfig, ...] = ()
+    verify: VerifyConfig = field(default_factory=lambda: _verify_default())
+    notify: NotifyConfig = field(default_factory=lambda: _notify_default())
 
 
 CREDENTIALS = "$CREDENTIALS_DIRECTORY"
@@ -194,8 +199,8 @@ def load(path: Path | None = None) -> Config:
 
 
 def parse(raw: dict[str, Any], base: Path = Path()) -> Config:
-    _check_keys(raw, {"library", "database", "ingest", "metadata", "card", "metrics", "immich"},
-                "")
+    _check_keys(raw, {"library", "database", "ingest", "metadata", "card", "metrics", "immich",
+                      "mirror", "verify", "notify"}, "")
     lib = _table(raw, "library")
     _check_keys(lib, {"path", "layout"}, "library.")
     db = _table(raw, "database")
@@ -222,13 +227,36 @@ def parse(raw: dict[str, Any], base: Path = Path()) -> Config:
     return Config(library=library, database=database, ingest=ingest,
                   metadata=_metadata(_table(raw, "metadata")),
                   card=_card(_table(raw, "card")), metrics=_metrics(_table(raw, "metrics"), base),
-                  immich=_immich(raw, base))
+                  immich=_immich(raw, base), **_mirror_tables(raw, base, library, ingest))
 
 
 def _immich(raw: dict[str, Any], base: Path) -> ImmichConfig:
     from photo_ingest.immich.config import parse_immich  # it imports this module
 
     return parse_immich(_table(raw, "immich"), base)
+
+
+def _mirror_tables(raw: dict[str, Any], base: Path, library: LibraryConfig,
+                   ingest: IngestConfig) -> dict[str, Any]:
+    """[[mirror]], [verify] and [notify]: parsed by their own packages."""
+    from photo_ingest.mirror.config import parse_mirrors, parse_verify
+    from photo_ingest.notify.config import parse_notify
+
+    return {"mirrors": parse_mirrors(raw.get("mirror"), library.path, ingest.verify),
+            "verify": parse_verify(_table(raw, "verify")),
+            "notify": parse_notify(_table(raw, "notify"), base)}
+
+
+def _verify_default() -> VerifyConfig:
+    from photo_ingest.mirror.config import VerifyConfig
+
+    return VerifyConfig()
+
+
+def _notify_default() -> NotifyConfig:
+    from photo_ingest.notify.config import NotifyConfig
+
+    return NotifyConfig()
 
 
 def _immich_default() -> ImmichConfig:

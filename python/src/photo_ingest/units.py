@@ -17,7 +17,10 @@ from pathlib import Path
 from photo_ingest.config import Config
 
 UNITS = ("card-ingest@.service", "photo-ingest-metadata.service",
-         "photo-ingest-metadata.timer", "photo-ingest-immich-sync.service")
+         "photo-ingest-metadata.timer", "photo-ingest-immich-sync.service",
+         "photo-ingest-mirror.service", "photo-ingest-mirror.timer",
+         "photo-ingest-verify.service", "photo-ingest-verify.timer",
+         "photo-ingest-backlog-check.service", "photo-ingest-backlog-check.timer")
 RULE = "90-photo-ingest.rules"
 SERVICE_USER = "photo-ingest"
 
@@ -47,12 +50,20 @@ def drop_ins(cfg: Config, config_path: Path, user: str) -> dict[str, str]:
     account = f"User={user}\nGroup={user}\n"
     # "-": a metrics folder that does not exist (yet) must not keep the unit from starting.
     optional = f" -{textfiles}" if textfiles else ""
+    # "-" too: a mirror that is not mounted is reported by the job, not a unit that fails.
+    mirrors = "".join(f" -{m.path}" for m in cfg.mirrors)
+    metrics_only = f"ReadWritePaths={optional.strip()}\n" if textfiles else ""
     return {
-        "card-ingest@.service": f"[Service]\n{env}ReadWritePaths={library}{optional}\n",
-        "photo-ingest-metadata.service":
-            f"[Service]\n{env}{account}"
-            + (f"ReadWritePaths={optional.strip()}\n" if textfiles else ""),
+        "card-ingest@.service": f"[Service]\n{env}ReadWritePaths={library}{optional}"
+                                f"{mirrors}\n",
+        "photo-ingest-metadata.service": f"[Service]\n{env}{account}{metrics_only}",
         "photo-ingest-immich-sync.service": f"[Service]\n{env}{account}",
+        "photo-ingest-mirror.service":
+            f"[Service]\n{env}{account}"
+            + (f"ReadWritePaths={(optional + mirrors).strip()}\n" if optional + mirrors
+               else ""),
+        "photo-ingest-verify.service": f"[Service]\n{env}{account}{metrics_only}",
+        "photo-ingest-backlog-check.service": f"[Service]\n{env}{account}{metrics_only}",
     }
 
 

@@ -164,6 +164,9 @@ def ingest_card(cfg: Config, device: str, run: Callable[[Path, Card], dict[str, 
         return result  # never eject after a failure: the card may hold the only copy
     if files["copied"] + files["duplicate"] == 0:
         result.left_alone = "no photos or videos on the card"
+    elif not result.summary.get("safe_to_format", True):
+        # A required mirror lacks some of its files: the card may still be needed.
+        result.left_alone = f"not safe to format: {result.summary.get('safe_reason')}"
     elif cfg.card.eject:
         # Powering the card off removes its device, and systemd then stops this unit
         # (BindsTo=): the session is complete, so that stop must not turn it into a failure.
@@ -233,7 +236,12 @@ def _preload() -> None:
     may not be allowed to read this Python installation (a venv under root's home, say)."""
     from prometheus_client import CollectorRegistry, generate_latest
 
-    import photo_ingest.metrics  # noqa: F401 - the child writes the textfile
+    import photo_ingest.metrics
+    import photo_ingest.mirror.metrics
+    import photo_ingest.mirror.session
+    import photo_ingest.notify.metrics
+    import photo_ingest.notify.session
+    import photo_ingest.notify.webhook  # noqa: F401 - it imports aiohttp
     from photo_ingest.catalog.migrate import available
     from photo_ingest.ingest.capture import CaptureReader
 
