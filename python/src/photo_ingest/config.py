@@ -155,7 +155,8 @@ def keep_secrets(cfg: Config) -> None:
 
 def _secret_paths(cfg: Config) -> list[tuple[str, Path]]:
     found = [("database.password_file", cfg.database.password_file),
-             ("immich.api_key_file", cfg.immich.api_key_file)]
+             ("immich.api_key_file", cfg.immich.api_key_file),
+             ("notify.webhook_url_file", cfg.notify.webhook_url_file)]
     return [(key, path) for key, path in found if path is not None]
 
 
