@@ -82,6 +82,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_immich_commands(sub)
 
+    from photo_ingest.watch.cli import add_command as add_watch_command
+
+    add_watch_command(sub)
+
     c = sub.add_parser("install-units", help="install the systemd units and udev rule "
                        "(Debian, Raspberry Pi OS)",
                        description="Write card-ingest@.service, the metadata timer, the "

@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 if TYPE_CHECKING:
     from photo_ingest.immich.config import ImmichConfig
+    from photo_ingest.watch.config import WatchConfig
 
 DEFAULT_PATH = Path("/etc/photo-ingest/config.toml")
 ENV_VAR = "PHOTO_INGEST_CONFIG"
@@ -120,6 +121,7 @@ class Config:
     card: CardConfig = CardConfig()
     metrics: MetricsConfig = MetricsConfig()
     immich: ImmichConfig = field(default_factory=lambda: _immich_default())
+    watch: tuple[WatchConfig, ...] = ()
 
 
 CREDENTIALS = "$CREDENTIALS_DIRECTORY"
@@ -172,8 +174,8 @@ def load(path: Path | None = None) -> Config:
 
 
 def parse(raw: dict[str, Any], base: Path = Path()) -> Config:
-    _check_keys(raw, {"library", "database", "ingest", "metadata", "card", "metrics", "immich"},
-                "")
+    _check_keys(raw, {"library", "database", "ingest", "metadata", "card", "metrics", "immich",
+                      "watch"}, "")
     lib = _table(raw, "library")
     _check_keys(lib, {"path", "layout"}, "library.")
     db = _table(raw, "database")
@@ -197,16 +199,30 @@ def parse(raw: dict[str, Any], base: Path = Path()) -> Config:
         exiftool=_get(ing, "exiftool", str, "ingest.", "exiftool"),
         extensions=_extensions(_table(ing, "extensions", "ingest.")),
     )
+    immich = _immich(raw, base)
     return Config(library=library, database=database, ingest=ingest,
                   metadata=_metadata(_table(raw, "metadata")),
                   card=_card(_table(raw, "card")), metrics=_metrics(_table(raw, "metrics"), base),
-                  immich=_immich(raw, base))
+                  immich=immich, watch=_watch(raw, library.path, immich))
 
 
 def _immich(raw: dict[str, Any], base: Path) -> ImmichConfig:
     from photo_ingest.immich.config import parse_immich  # it imports this module
 
     return parse_immich(_table(raw, "immich"), base)
+
+
+def _watch(raw: dict[str, Any], library: Path, immich: ImmichConfig,
+           ) -> tuple[WatchConfig, ...]:
+    from photo_ingest.watch.config import check_library, parse_watches
+
+    watches = parse_watches(raw.get("watch", []))
+    check_library(watches, library)
+    for i, w in enumerate(watches, 1):
+        if w.wait_for_immich and not immich.enabled:
+            raise ConfigError(f"watch[{i}].wait_for_immich: Immich is not configured "
+                              "(set immich.url), so the files would wait for ever")
+    return watches
 
 
 def _immich_default() -> ImmichConfig:
