@@ -150,3 +150,261 @@ def test_a_file_written_slowly_is_ingested_only_once_complete(
     assert w.stop() == 0
     session = db.execute("SELECT source, card_label, status FROM ingest_sessions").fetchall()
     assert session == [{"source": str(inbox), "card_label": "inbox", "status": "completed"}]
+
+
+def test_temp_names_wait_for_their_rename_and_deleted_writes_leave_no_trace(
+        tmp_path: Path, dsn: str, library: Path, inbox: Path, watcher: Callable[..., Running],
+        db: psycopg.Connection[Any]) -> None:
+    config = write_config(tmp_path / "c.toml", dsn, library, [{"path": inbox}])
+    w = watcher(config)
+    temps = {".IMG_0001.JPG.Xa81Qz": "IMG_0001.JPG",          # rsync
+             "IMG_0002.JPG.part": "IMG_0002.JPG",              # curl, browsers, KDE
+             "IMG_0003.JPG.crdownload": "IMG_0003.JPG",        # Chrome
+             "~$IMG_0004.JPG": "IMG_0004.JPG"}
+    for n, name in enumerate(temps, 1):
+        (inbox / name).write_bytes(payload(n))
+        os.utime(inbox / name, (1_700_000_000, 1_700_000_000))   # old and complete-looking
+    doomed = inbox / "IMG_0009.JPG"
+    with open(doomed, "wb") as fh:                 # written half, then deleted mid-write
+        fh.write(payload(9)[:30_000])
+        fh.flush()
+        time.sleep(STABLE * 2.5)
+        os.unlink(doomed)
+        fh.write(payload(9)[30_000:])
+    assert assets(db) == {} and outcomes(db) == []   # temp names are never candidates
+    for name, final in temps.items():
+        os.rename(inbox / name, inbox / final)
+    wait_for(lambda: len(outcomes(db)) == 4, what="the renamed files")
+    time.sleep(STABLE * 2)
+    assert w.stop() == 0
+    assert assets(db) == {final: sha1(inbox / final) for final in temps.values()}
+    assert outcomes(db) == [(final, "copied") for final in sorted(temps.values())]
+    assert all(state == "kept" for state in watch_rows(db).values())
+    assert str(doomed) not in watch_rows(db)
+    assert len(assert_catalog_matches_disk(db, library)) == 4
+
+
+def test_new_nested_subfolders_are_watched(
+        tmp_path: Path, dsn: str, library: Path, inbox: Path, watcher: Callable[..., Running],
+        db: psycopg.Connection[Any]) -> None:
+    config = write_config(tmp_path / "c.toml", dsn, library, [{"path": inbox}])
+    w = watcher(config)
+    deep = inbox / "2024" / "phone" / "DCIM"
+    deep.mkdir(parents=True)               # files land at once, before any watch is set
+    (deep / "IMG_0001.JPG").write_bytes(payload(1))
+    (deep / "IMG_0001.XMP").write_bytes(b"<x:xmpmeta/>")
+    later = inbox / "2025"
+    later.mkdir()
+    time.sleep(0.5)
+    (later / "IMG_0002.HEIC").write_bytes(payload(2))
+    moved = tmp_path / "elsewhere" / "trip"        # a folder moved in whole
+    moved.mkdir(parents=True)
+    (moved / "IMG_0003.JPG").write_bytes(payload(3))
+    os.rename(moved, inbox / "trip")
+    wait_for(lambda: len(outcomes(db)) == 4, what="the nested files")
+    assert w.stop() == 0
+    assert sorted(assets(db)) == ["2024/phone/DCIM/IMG_0001.JPG", "2025/IMG_0002.HEIC",
+                                  "trip/IMG_0003.JPG"]
+    assert ("2024/phone/DCIM/IMG_0001.XMP", "copied") in outcomes(db)
+    assert_catalog_matches_disk(db, library)
+
+
+def test_catch_up_on_start_then_nothing_is_taken_twice(
+        tmp_path: Path, dsn: str, library: Path, inbox: Path, db: psycopg.Connection[Any],
+        watcher: Callable[..., Running]) -> None:
+    config = write_config(tmp_path / "c.toml", dsn, library, [{"path": inbox}])
+    for n in range(1, 31):      # arrived while no watcher ran: one session, not thirty
+        (inbox / f"IMG_{n:04d}.JPG").write_bytes(payload(n))
+    (inbox / "notes.txt").write_text("not a photo")
+    result = run_once(config, "--json")
+    assert result.returncode == 0, result.stderr
+    assert len(assets(db)) == 30
+    sessions = db.execute("SELECT id, status, files_copied, files_skipped, card_label"
+                          " FROM ingest_sessions").fetchall()
+    assert [(s["status"], s["files_copied"], s["files_skipped"], s["card_label"])
+            for s in sessions] == [("completed", 30, 1, "inbox")]
+    assert watch_rows(db)[str(inbox / "notes.txt")] == "skipped"
+    # A restart: unchanged files are neither ingested nor hashed again, no new session.
+    again = run_once(config)
+    assert again.returncode == 0, again.stderr
+    assert db.execute("SELECT count(*) AS n FROM ingest_sessions").fetchone()["n"] == 1
+    # Files that arrive while it is down are caught up by the long-running watcher too.
+    (inbox / "IMG_0100.JPG").write_bytes(payload(100))
+    w = watcher(config)
+    wait_for(lambda: len(outcomes(db)) == 32, what="the catch-up")
+    assert w.stop() == 0
+    assert len(assert_catalog_matches_disk(db, library)) == 31
+    assert db.execute("SELECT count(*) AS n FROM ingest_sessions").fetchone()["n"] == 2
+
+
+def ingest_card(tmp_path: Path, dsn: str, library: Path, files: dict[str, bytes]) -> None:
+    """Put FILES in the library the ordinary way (a card), so watched copies are duplicates."""
+    from conftest import run_cli
+
+    card = tmp_path / "card"
+    for name, data in files.items():
+        (card / "DCIM" / name).parent.mkdir(parents=True, exist_ok=True)
+        (card / "DCIM" / name).write_bytes(data)
+    config = write_config(tmp_path / "card.toml", dsn, library, [])
+    result = run_cli(config, "ingest", card)
+    assert result.returncode == 0, result.stderr
+
+
+def test_policies_leave_archive_delete_with_duplicates(
+        tmp_path: Path, dsn: str, library: Path, db: psycopg.Connection[Any]) -> None:
+    known = payload(99)
+    ingest_card(tmp_path, dsn, library, {"IMG_9999.JPG": known})
+    folders = {p: tmp_path / p for p in ("keep", "archive", "delete")}
+    done = tmp_path / "done"
+    sources: dict[Path, bytes] = {}
+    for n, folder in enumerate(folders.values()):
+        for rel, data in {"sub/IMG_0001.JPG": payload(n), "DUP.JPG": known,
+                          "sub/IMG_0001.XMP": b"<xmp %d/>" % n}.items():
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            (folder / rel).write_bytes(data)
+            sources[folder / rel] = data
+    (done / "sub").mkdir(parents=True)
+    (done / "sub/IMG_0001.JPG").write_bytes(b"an older file of the same name")
+    config = write_config(tmp_path / "c.toml", dsn, library, [
+        {"path": folders["keep"], "name": "keep"},
+        {"path": folders["archive"], "name": "archive", "after": "archive",
+         "archive_dir": done},
+        {"path": folders["delete"], "name": "delete", "after": "delete"}])
+    result = run_once(config)
+    assert result.returncode == 0, result.stderr
+
+    in_library = set(assert_catalog_matches_disk(db, library).values())
+    assert {sha1(p) for p in sources if p.exists()} <= in_library
+    assert {__import__("hashlib").sha1(d).hexdigest() for d in sources.values()} <= in_library
+    for path, data in sources.items():
+        rel = path.relative_to(path.parents[len(path.relative_to(tmp_path).parts) - 2])
+        if path.is_relative_to(folders["keep"]):
+            assert path.read_bytes() == data                     # left alone
+        elif path.is_relative_to(folders["archive"]):
+            assert not path.exists()
+            if str(rel) == "sub/IMG_0001.JPG":                 # never over another file
+                assert (done / "sub/IMG_0001-1.JPG").read_bytes() == data
+            else:
+                assert (done / rel).read_bytes() == data
+        else:
+            assert not path.exists()                           # deleted, duplicates too
+    assert (done / "sub/IMG_0001.JPG").read_bytes() == b"an older file of the same name"
+    assert sorted(str(p.relative_to(done)) for p in done.rglob("*") if p.is_file()) == [
+        "DUP.JPG", "sub/IMG_0001-1.JPG", "sub/IMG_0001.JPG", "sub/IMG_0001.XMP"]
+    assert [p for p in folders["archive"].rglob("*") if p.is_file()] == []
+    assert [p for p in folders["delete"].rglob("*") if p.is_file()] == []
+    states = db.execute("SELECT watch_name, state, count(*) AS n FROM watch_files"
+                        " GROUP BY 1, 2 ORDER BY 1").fetchall()
+    assert [(r["watch_name"], r["state"], r["n"]) for r in states] == [
+        ("archive", "archived", 3), ("delete", "deleted", 3), ("keep", "kept", 3)]
+    dup = db.execute("SELECT count(*) AS n FROM session_files WHERE relpath = 'DUP.JPG'"
+                     " AND outcome = 'duplicate'").fetchone()
+    assert dup["n"] == 3
+
+
+def immich_config(tmp_path: Path, dsn: str, library: Path, server: Any, key: str,
+                  watch: dict[str, Any]) -> Path:
+    from support.immich_catalog import immich_table
+
+    key_file = tmp_path / "immich.key"
+    key_file.write_text(key + "\n")
+    return write_config(tmp_path / "c.toml", dsn, library, [watch],
+                        extra=immich_table(server.url, key_file))
+
+
+def test_wait_for_immich_deletes_only_what_immich_has(
+        tmp_path: Path, dsn: str, library: Path, inbox: Path, fake_immich: Any,
+        immich_key: str, db: psycopg.Connection[Any]) -> None:
+    from support.immich_catalog import run_sync
+
+    config = immich_config(tmp_path, dsn, library, fake_immich, immich_key, {
+        "path": inbox, "after": "delete", "wait_for_immich": True})
+    files = {inbox / f"IMG_{n}.JPG": payload(n) for n in range(3)}
+    for path, data in files.items():
+        path.write_bytes(data)
+    assert run_once(config).returncode == 0
+    assert all(p.read_bytes() == d for p, d in files.items())     # Immich has none yet
+    assert set(watch_rows(db).values()) == {"ingested"}
+    assert run_sync(config, "--once").returncode == 0
+    checksums = {a.checksum for a in fake_immich.assets.values()}
+    assert checksums == {sha1(p) for p in files}
+    assert run_once(config).returncode == 0
+    assert not any(p.exists() for p in files)
+    assert set(watch_rows(db).values()) == {"deleted"}
+    assert set(assert_catalog_matches_disk(db, library).values()) == checksums
+
+
+def test_a_file_rewritten_between_ingest_and_delete_is_not_deleted(
+        tmp_path: Path, dsn: str, library: Path, inbox: Path, fake_immich: Any,
+        immich_key: str, db: psycopg.Connection[Any]) -> None:
+    from support.immich_catalog import run_sync
+
+    config = immich_config(tmp_path, dsn, library, fake_immich, immich_key, {
+        "path": inbox, "after": "delete", "wait_for_immich": True})
+    photo = inbox / "IMG_0001.JPG"
+    photo.write_bytes(payload(1))
+    first = sha1(photo)
+    assert run_once(config).returncode == 0
+    st = photo.stat()
+    photo.write_bytes(payload(2))                  # same size, and the old mtime put back:
+    os.utime(photo, ns=(st.st_atime_ns, st.st_mtime_ns))   # only the content tells
+    assert run_sync(config, "--once").returncode == 0       # Immich acknowledges version 1
+    result = run_once(config)
+    assert result.returncode == 0, result.stderr
+    assert "rewritten since its ingest" in result.stderr
+    assert photo.read_bytes() == payload(2)                  # not deleted
+    library_files = set(assert_catalog_matches_disk(db, library).values())
+    assert {first, sha1(photo)} <= library_files             # the new version ingested too
+    row = db.execute("SELECT state, encode(sha1, 'hex') AS sha1 FROM watch_files").fetchone()
+    assert row == {"state": "ingested", "sha1": sha1(photo)}  # waits for Immich in its turn
+    assert [p.name for p in inbox.iterdir()] == ["IMG_0001.JPG"]   # no hidden leftovers
+
+
+# Right after: the intent row, the rename to the hidden name, the archive link (of the
+# second file), the removal of the hidden name, the third file's final row.
+CRASH_POINTS = [("photo_ingest.watch.store.moving", 1), ("photo_ingest.watch.after.set_aside", 1),
+                ("photo_ingest.watch.after.link_archive", 2),
+                ("photo_ingest.watch.after.drop_aside", 1),
+                ("photo_ingest.watch.store.finished", 3)]
+
+
+@pytest.mark.parametrize(("after", "point", "nth"), [
+    (after, point, nth) for after in ("archive", "delete") for point, nth in CRASH_POINTS
+    if after == "archive" or "link_archive" not in point])
+def test_kill_9_in_the_after_step_loses_nothing(
+        tmp_path: Path, dsn: str, library: Path, inbox: Path, db: psycopg.Connection[Any],
+        after: str, point: str, nth: int) -> None:
+    done = tmp_path / "done"
+    watch: dict[str, Any] = {"path": inbox, "after": after}
+    if after == "archive":
+        watch["archive_dir"] = done
+    config = write_config(tmp_path / "c.toml", dsn, library, [watch])
+    files = {f"d{n % 2}/IMG_{n}.JPG": payload(n) for n in range(4)}
+    for rel, data in files.items():
+        (inbox / rel).parent.mkdir(exist_ok=True)
+        (inbox / rel).write_bytes(data)
+    wanted = {__import__("hashlib").sha1(d).hexdigest() for d in files.values()}
+    crash = subprocess.run([sys.executable, str(REPO / "tests/support/crash_after.py"), point,
+                            str(nth), "--", *argv(config, "--once")[3:]],
+                           capture_output=True, text=True, timeout=120)
+    assert crash.returncode == -signal.SIGKILL, crash.stderr
+    # At the instant of the kill, each source is in place, or it is in the library and
+    # set aside under a hidden name in its folder, or archived (or deleted).
+    in_library = set(assert_catalog_matches_disk(db, library).values())
+    for rel, data in files.items():
+        digest = __import__("hashlib").sha1(data).hexdigest()
+        if (inbox / rel).exists():
+            assert (inbox / rel).read_bytes() == data
+            continue
+        assert digest in in_library
+        aside = [p for p in (inbox / rel).parent.glob(".photo-ingest~*")
+                 if p.name.endswith(os.path.basename(rel))]
+        assert aside or after == "delete" or (done / rel).read_bytes() == data, rel
+    assert run_once(config).returncode == 0                 # the restart finishes the job
+    assert [p for p in inbox.rglob("*") if p.is_file()] == []
+    if after == "archive":
+        archived = {str(p.relative_to(done)): p.read_bytes() for p in done.rglob("*")
+                    if p.is_file()}
+        assert archived == files                           # each exactly once, same names
+    assert set(watch_rows(db).values()) == {"archived" if after == "archive" else "deleted"}
+    assert wanted <= set(assert_catalog_matches_disk(db, library).values())

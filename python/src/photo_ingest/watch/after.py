@@ -130,7 +130,17 @@ class After:
                         problem)
             return "changed"
         if target is not None:
-            target = self._archive(path, aside, target, sha1)
+            try:
+                target = self._archive(path, aside, target, sha1)
+            except OSError as exc:  # archive folder unwritable, full…: back in place for now
+                restored = put_back(aside, path)
+                if restored == path:
+                    store.finished(self.conn, path, "ingested")
+                else:
+                    store.forget(self.conn, path)
+                log.error("%s stays (as %s): cannot archive it to %s: %s", display(path),
+                          display(restored), display(target), exc.strerror or exc)
+                return "ingested"
         drop_aside(aside)
         if target is not None:
             store.finished(self.conn, path, "archived", target)
@@ -144,9 +154,8 @@ class After:
 
     def _archive(self, path: bytes, aside: bytes, target: bytes, sha1: bytes) -> bytes:
         """Put the hidden file at TARGET (or the next free name); the name it got."""
-        archive_root = os.fsencode(self._archive_dir())
-        ensure_dir(archive_root, os.path.relpath(os.path.dirname(target), archive_root))
         folder = os.path.dirname(target)
+        ensure_dir(b"/", folder.lstrip(b"/"))
         for stale in sweep_stale_temps(folder):
             log.info("removed a dead run's temp file %s", display(stale))
         while True:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +43,12 @@ BATCH_WAIT = 30.0        # ingest ready files after this long even if others sti
 BATCH_MAX = 500          # … or once this many are ready
 IMMICH_RECHECK = 15.0    # wait_for_immich: ask the catalog again this often
 RETRY_AFTER = 60.0       # an after-step that must wait (library check failed): again then
+
+
+# watchdog warns when a new subfolder's watch is set twice (a race it resolves itself).
+warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning)
+
+_WAKE = FileSystemEvent("")  # put on the queue to end a wait early
 
 
 class WatchError(RuntimeError):
@@ -146,6 +154,9 @@ class Watcher:
         self.stopping = True
         if self.in_batch:
             raise Stopped("SIGTERM")
+        # Wake the loop from its wait on the queue. From a thread: the handler runs in the
+        # main thread, which may hold the queue's lock at this very instant.
+        threading.Thread(target=self.events.put, args=(_WAKE,), daemon=True).start()
 
     def _wait(self, wake: float | None) -> None:
         """Sleep until an event arrives or WAKE (monotonic), then take every queued event."""
@@ -181,7 +192,7 @@ class Watcher:
             if due is not None:
                 wakes.append(due)
             if f.batch:
-                if (not f.tracker.pending() or len(f.batch) >= BATCH_MAX or self.once
+                if (not f.tracker.pending() or len(f.batch) >= BATCH_MAX or self.stopping
                         or now - (f.batch_since or now) >= BATCH_WAIT):
                     self._ingest(f)
                     now = time.monotonic()
@@ -217,6 +228,8 @@ class Watcher:
     # --- events ---------------------------------------------------------------------
 
     def _apply(self, event: FileSystemEvent) -> None:
+        if event is _WAKE:
+            return
         kind = event.event_type
         src = os.fsencode(event.src_path)
         dest = os.fsencode(event.dest_path) if event.dest_path else b""
@@ -352,7 +365,12 @@ class Watcher:
             if self.stopping:
                 break
             before = (f.after.archived, f.after.deleted)
-            state = f.after.step(row)
+            try:
+                state = f.after.step(row)
+            except OSError as exc:  # a permission, a full disk: stays, tried again later
+                log.error("%s: %s %s failed: %s", f.watch.name, f.watch.after,
+                          display(row.path), exc.strerror or exc)
+                state = "ingested"
             self.metrics.archived.labels(f.watch.name).inc(f.after.archived - before[0])
             self.metrics.deleted.labels(f.watch.name).inc(f.after.deleted - before[1])
             if state == "ingested":
