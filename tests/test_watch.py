@@ -59,11 +59,12 @@ def run_once(config: Path, *args: str | os.PathLike[str]) -> subprocess.Complete
 class Running:
     """A watcher in a child process, stopped with SIGTERM."""
 
-    def __init__(self, config: Path, log: Path, *args: str) -> None:
+    def __init__(self, config: Path, log: Path, *args: str,
+                 env: dict[str, str] | None = None) -> None:
         self.log = log
         with open(log, "wb") as err:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(argv(config, *args), stdout=subprocess.PIPE,
-                                         stderr=err)
+                                         stderr=err, env={**os.environ, **(env or {})})
         wait_for(lambda: "watching" in self.stderr(), what="the watcher to start")
 
     def stderr(self) -> str:
@@ -80,8 +81,8 @@ class Running:
 def watcher(tmp_path: Path) -> Iterator[Callable[..., Running]]:
     started: list[Running] = []
 
-    def start(config: Path, *args: str) -> Running:
-        w = Running(config, tmp_path / f"watch{len(started)}.log", *args)
+    def start(config: Path, *args: str, env: dict[str, str] | None = None) -> Running:
+        w = Running(config, tmp_path / f"watch{len(started)}.log", *args, env=env)
         started.append(w)
         return w
 
@@ -118,6 +119,51 @@ def watch_rows(db: psycopg.Connection[Any]) -> dict[str, str]:
     return {r["path"]: r["state"] for r in rows}
 
 
+@pytest.mark.parametrize(("text", "message"), [
+    ('[[watch]]\nname = "x"\n', "watch[1].path: required"),
+    ('[[watch]]\npath = "inbox"\n', "watch[1].path: must be an absolute path"),
+    ('[[watch]]\npath = "/in"\nafter = "move"\n',
+     "watch[1].after: must be one of leave, archive, delete; got 'move'"),
+    ('[[watch]]\npath = "/in"\nafter = "archive"\n',
+     'watch[1].archive_dir: required when after = "archive"'),
+    ('[[watch]]\npath = "/in"\nstable_seconds = 0\n', "watch[1].stable_seconds: must be"),
+    ('[[watch]]\npath = "/in"\nstable = 3\n', "unknown key watch[1].stable"),
+    ('[[watch]]\npath = "/in"\nafter = "delete"\nwait_for_immich = true\n',
+     "watch[1].wait_for_immich: Immich is not configured"),
+    ('[[watch]]\npath = "/in"\nwait_for_immich = true\n',
+     'watch[1].wait_for_immich: only used with after = "archive" or "delete"'),
+    ('[[watch]]\npath = "/a/in"\n[[watch]]\npath = "/b/in"\n',
+     "watch[2].name: 'in' is already the name of watch[1]"),
+    ('[[watch]]\npath = "/in"\n[[watch]]\npath = "/in/sub"\n',
+     "watch[2].path: /in/sub overlaps watch[1].path /in"),
+    ('[library]\npath = "/srv/lib"\n[[watch]]\npath = "/srv"\n',
+     "watch[1].path: /srv overlaps the library /srv/lib"),
+    ('[watch]\npath = "/in"\n', "watch: must be an array of tables"),
+])
+def test_config_errors_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    from photo_ingest import config
+
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(config.ConfigError) as err:
+        config.load(path)
+    assert message in str(err.value)
+
+
+def test_config_defaults(tmp_path: Path) -> None:
+    from photo_ingest import config
+
+    path = tmp_path / "c.toml"
+    path.write_text('[[watch]]\npath = "/srv/inbox/phone/"\n[[watch]]\npath = "/srv/booth"\n'
+                    'name = "booth"\nafter = "archive"\narchive_dir = "/srv/done"\n'
+                    'stable_seconds = 2.5\n')
+    phone, booth = config.load(path).watch
+    assert (phone.name, phone.stable_seconds, phone.after, phone.archive_dir,
+            phone.wait_for_immich) == ("phone", 10.0, "leave", None, False)
+    assert (booth.after, str(booth.archive_dir), booth.stable_seconds) == (
+        "archive", "/srv/done", 2.5)
+
+
 @pytest.fixture
 def inbox(tmp_path: Path) -> Path:
     path = tmp_path / "inbox"
@@ -150,6 +196,25 @@ def test_a_file_written_slowly_is_ingested_only_once_complete(
     assert w.stop() == 0
     session = db.execute("SELECT source, card_label, status FROM ingest_sessions").fetchall()
     assert session == [{"source": str(inbox), "card_label": "inbox", "status": "completed"}]
+
+
+def test_systemd_hears_ready_status_and_watchdog(
+        tmp_path: Path, dsn: str, library: Path, inbox: Path, watcher: Callable[..., Running],
+        db: psycopg.Connection[Any]) -> None:
+    from test_immich_service import SystemdSocket
+
+    sock = SystemdSocket(tmp_path / "notify.sock")
+    config = write_config(tmp_path / "c.toml", dsn, library, [{"path": inbox}])
+    w = watcher(config, env={"NOTIFY_SOCKET": str(sock.path), "WATCHDOG_USEC": "1500000"})
+    wait_for(lambda: sock.has("READY=1"), what="READY=1")
+    assert any("STATUS=watching 1 folders: 0 files pending" in m for m in sock.poll())
+    time.sleep(2.5)                        # idle: the loop still wakes for the watchdog
+    assert sum("WATCHDOG=1" in m.splitlines() for m in sock.poll()) >= 3
+    (inbox / "IMG_0001.JPG").write_bytes(payload(1))
+    wait_for(lambda: assets(db), what="the ingest")
+    assert w.stop() == 0
+    assert sock.has("STOPPING=1")
+    sock.close()
 
 
 def test_temp_names_wait_for_their_rename_and_deleted_writes_leave_no_trace(
@@ -265,11 +330,13 @@ def test_policies_leave_archive_delete_with_duplicates(
             sources[folder / rel] = data
     (done / "sub").mkdir(parents=True)
     (done / "sub/IMG_0001.JPG").write_bytes(b"an older file of the same name")
+    prom = tmp_path / "prom"
     config = write_config(tmp_path / "c.toml", dsn, library, [
         {"path": folders["keep"], "name": "keep"},
         {"path": folders["archive"], "name": "archive", "after": "archive",
          "archive_dir": done},
-        {"path": folders["delete"], "name": "delete", "after": "delete"}])
+        {"path": folders["delete"], "name": "delete", "after": "delete"}],
+        extra=f'[metrics]\ntextfile_dir = "{prom}"')
     result = run_once(config)
     assert result.returncode == 0, result.stderr
 
@@ -300,6 +367,24 @@ def test_policies_leave_archive_delete_with_duplicates(
     dup = db.execute("SELECT count(*) AS n FROM session_files WHERE relpath = 'DUP.JPG'"
                      " AND outcome = 'duplicate'").fetchone()
     assert dup["n"] == 3
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families((prom / "photo_ingest_watch.prom")
+                                                         .read_text()) for s in fam.samples}
+    assert samples[("photo_ingest_watch_folders", ())] == 3
+    assert samples[("photo_ingest_watch_up", ())] == 0           # written at exit
+    for name in ("keep", "archive", "delete"):
+        w = (("watch", name),)
+        assert samples[("photo_ingest_watch_files_seen_total", w)] == 3
+        assert samples[("photo_ingest_watch_files_ingested_total",
+                        (("outcome", "duplicate"), ("watch", name)))] == 1
+        assert samples[("photo_ingest_watch_files_pending", w)] == 0
+    assert samples[("photo_ingest_watch_files_archived_total", (("watch", "archive"),))] == 3
+    assert samples[("photo_ingest_watch_files_deleted_total", (("watch", "delete"),))] == 3
+    assert samples[("photo_ingest_watch_files_deleted_total", (("watch", "keep"),))] == 0
+    assert oct((prom / "photo_ingest_watch.prom").stat().st_mode & 0o777) == "0o644"
 
 
 def immich_config(tmp_path: Path, dsn: str, library: Path, server: Any, key: str,
@@ -408,3 +493,20 @@ def test_kill_9_in_the_after_step_loses_nothing(
         assert archived == files                           # each exactly once, same names
     assert set(watch_rows(db).values()) == {"archived" if after == "archive" else "deleted"}
     assert wanted <= set(assert_catalog_matches_disk(db, library).values())
+
+
+def test_a_stream_of_files_makes_one_session(
+        tmp_path: Path, dsn: str, library: Path, inbox: Path, watcher: Callable[..., Running],
+        db: psycopg.Connection[Any]) -> None:
+    config = write_config(tmp_path / "c.toml", dsn, library, [{"path": inbox}])
+    w = watcher(config)
+    for n in range(25):                  # a phone dump: one file every 0.15 s
+        (inbox / f"IMG_{n:04d}.JPG").write_bytes(payload(n))
+        time.sleep(0.15)
+    wait_for(lambda: len(outcomes(db)) == 25, what="the dump")
+    sessions = db.execute("SELECT status, files_copied FROM ingest_sessions").fetchall()
+    assert sessions == [{"status": "running", "files_copied": 25}]   # open while quiet < 60 s
+    assert w.stop() == 0
+    sessions = db.execute("SELECT status, files_copied FROM ingest_sessions").fetchall()
+    assert sessions == [{"status": "completed", "files_copied": 25}]
+    assert len(assert_catalog_matches_disk(db, library)) == 25

@@ -89,8 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("install-units", help="install the systemd units and udev rule "
                        "(Debian, Raspberry Pi OS)",
                        description="Write card-ingest@.service, the metadata timer, the "
-                       "Immich sync service and 90-photo-ingest.rules with this installation's "
-                       "paths, plus drop-ins for this config's library and metrics folders.")
+                       "Immich sync service, the watch service and 90-photo-ingest.rules with "
+                       "this installation's paths, plus drop-ins for this config's library, "
+                       "metrics and watched folders.")
     c.add_argument("--prefix", type=Path, default=Path("/"),
                    help="root to install under (default /; e.g. a package build folder)")
     c.add_argument("--user", default="photo-ingest",
@@ -312,8 +313,9 @@ def _cmd_install_units(cfg: config.Config, args: argparse.Namespace) -> int:
     for path in written:
         print(path)
     if args.prefix == Path("/"):
+        watch = " photo-ingest-watch.service" if cfg.watch else ""
         print("next: systemctl daemon-reload && udevadm control --reload && systemctl enable "
-              "--now photo-ingest-metadata.timer photo-ingest-immich-sync.service")
+              f"--now photo-ingest-metadata.timer photo-ingest-immich-sync.service{watch}")
     return EXIT_OK
 
 

@@ -108,6 +108,13 @@ class Watcher:
         if not w.path.is_dir():
             raise WatchError(f"watch {w.name}: {w.path} is not a folder (or does not exist)")
         archive = os.fsencode(w.archive_dir) if w.archive_dir is not None else None
+        if w.archive_dir is not None:
+            try:
+                w.archive_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise WatchError(f"watch {w.name}: cannot create the archive folder "
+                                 f"{w.archive_dir}: {exc.strerror} (under systemd, create "
+                                 "it before the unit starts)") from exc
         self.metrics.add_watch(w.name)
         return Folder(w, os.fsencode(w.path), archive, Tracker(w.stable_seconds),
                       After(self.conn, w, self.library, self.cfg.ingest.buffer_size))
