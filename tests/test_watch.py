@@ -513,3 +513,19 @@ def test_a_stream_of_files_makes_one_session(
     assert w.stop() == 0
     assert sessions() == [{"status": "completed", "files_copied": 25}]
     assert len(assert_catalog_matches_disk(db, library)) == 25
+
+
+def test_a_changed_policy_applies_to_files_already_kept(
+        tmp_path: Path, dsn: str, library: Path, inbox: Path,
+        db: psycopg.Connection[Any]) -> None:
+    (inbox / "IMG_0001.JPG").write_bytes(payload(1))
+    config = write_config(tmp_path / "c.toml", dsn, library, [{"path": inbox}])
+    assert run_once(config).returncode == 0
+    assert watch_rows(db) == {str(inbox / "IMG_0001.JPG"): "kept"}
+    config = write_config(tmp_path / "c.toml", dsn, library, [{"path": inbox,
+                                                               "after": "delete"}])
+    assert run_once(config).returncode == 0
+    assert not (inbox / "IMG_0001.JPG").exists()
+    assert watch_rows(db) == {str(inbox / "IMG_0001.JPG"): "deleted"}
+    assert db.execute("SELECT count(*) AS n FROM ingest_sessions").fetchone()["n"] == 1
+    assert len(assert_catalog_matches_disk(db, library)) == 1

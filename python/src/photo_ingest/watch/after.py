@@ -59,7 +59,10 @@ class After:
         state it is left in ("ingested" while it must wait, "gone" when it vanished)."""
         assert row.sha1 is not None
         if row.state in ("archiving", "deleting"):
-            return self._resume(row, row.sha1)
+            return self._resume(row, row.sha1)  # decided before: finished as decided
+        if self.watch.after == "leave":         # the folder's policy changed since
+            store.finished(self.conn, row.path, "kept")
+            return "kept"
         if not os.path.lexists(row.path):
             store.forget(self.conn, row.path)  # the user took it away: nothing to do
             return "gone"

@@ -10,6 +10,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import psycopg
+
 from photo_ingest import config
 
 log = logging.getLogger("photo_ingest")
@@ -80,6 +82,9 @@ def cmd_watch(cfg: config.Config, args: argparse.Namespace) -> int:
         summaries = watcher.run()
     except IngestError as exc:
         log.error("%s", exc)
+        return EXIT_UNAVAILABLE
+    except psycopg.Error as exc:  # the catalog went away: systemd restarts the unit
+        log.error("catalog database error: %s", str(exc).strip())
         return EXIT_UNAVAILABLE
     if args.json:
         print_json(watcher.report())

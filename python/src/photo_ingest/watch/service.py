@@ -290,9 +290,12 @@ class Watcher:
             return
         row = store.get(self.conn, path)
         if row is not None and (row.size, row.mtime_ns) == (st.st_size, st.st_mtime_ns):
-            if row.state in store.SETTLED:
+            if row.state == "kept" and f.watch.after != "leave":  # the policy changed since
+                store.finished(self.conn, path, "ingested")
+                row = store.get(self.conn, path)
+            if row is not None and row.state in store.SETTLED:
                 return
-            if row.state in store.TODO:
+            if row is not None and row.state in store.TODO:
                 f.after_due = now
                 return
         f.batch.append(path)
@@ -365,8 +368,6 @@ class Watcher:
     def _after(self, f: Folder) -> None:
         """Archive or delete the ingested files of F that may go now."""
         f.after_due = None
-        if f.watch.after == "leave":
-            return
         waiting = 0
         for row in store.todo(self.conn, f.watch.name):
             if self.stopping:
