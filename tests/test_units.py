@@ -14,7 +14,8 @@ from photo_ingest import units
 
 TARGETS = {"photo-ingest-metadata.service": 2.0, "photo-ingest-immich-sync.service": 2.0,
            "card-ingest@sdb1.service": 4.5, "photo-ingest-mirror.service": 2.0,
-           "photo-ingest-verify.service": 2.0, "photo-ingest-backlog-check.service": 2.0}
+           "photo-ingest-verify.service": 2.0, "photo-ingest-backlog-check.service": 2.0,
+           "photo-ingest-watch.service": 2.0}
 needs_systemd = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
                                    reason="systemd-analyze is not installed")
 
@@ -54,6 +55,23 @@ def test_install_units_renders_the_shipped_files(installed: Path) -> None:
         assert "User=alice" in drop_in and "/mnt/nas" not in drop_in  # they only read
     assert (installed / "root/etc/udev/rules.d/90-photo-ingest.rules").read_text() == \
         units.shipped(units.RULE)
+
+
+def test_watch_drop_in_opens_the_folders_it_changes(tmp_path: Path) -> None:
+    config = tmp_path / "site.toml"
+    config.write_text(f'[library]\npath = "{tmp_path}/photos"\n[card]\nuser = "photos"\n'
+                      f'[[watch]]\npath = "{tmp_path}/phone"\n'
+                      f'[[watch]]\npath = "{tmp_path}/booth"\nafter = "delete"\n'
+                      f'[[watch]]\npath = "{tmp_path}/scans"\nafter = "archive"\n'
+                      f'archive_dir = "{tmp_path}/done"\n')
+    result = run_cli(config, "install-units", "--prefix", tmp_path / "root")
+    assert result.returncode == 0, result.stderr
+    drop_in = (tmp_path / "root/etc/systemd/system/photo-ingest-watch.service.d"
+               / "50-photo-ingest.conf").read_text()
+    assert "User=photos\nGroup=photos\n" in drop_in          # the library's owner
+    # the library, the folders it deletes or archives from, the archive: never "phone"
+    assert (f"ReadWritePaths={tmp_path}/photos {tmp_path}/booth {tmp_path}/scans "
+            f"-{tmp_path}/done\n") in drop_in
 
 
 def test_rule_wants_the_card_unit_only_for_removable_filesystems() -> None:

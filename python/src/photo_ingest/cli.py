@@ -85,14 +85,17 @@ def _parser() -> argparse.ArgumentParser:
     add_immich_commands(sub)
 
     from photo_ingest.mirror.cli import add_commands as add_mirror_commands
+    from photo_ingest.watch.cli import add_command as add_watch_command
 
     add_mirror_commands(sub)
+    add_watch_command(sub)
 
     c = sub.add_parser("install-units", help="install the systemd units and udev rule "
                        "(Debian, Raspberry Pi OS)",
                        description="Write card-ingest@.service, the metadata timer, the "
-                       "Immich sync service and 90-photo-ingest.rules with this installation's "
-                       "paths, plus drop-ins for this config's library and metrics folders.")
+                       "Immich sync service, the watch service and 90-photo-ingest.rules with "
+                       "this installation's paths, plus drop-ins for this config's library, "
+                       "metrics and watched folders.")
     c.add_argument("--prefix", type=Path, default=Path("/"),
                    help="root to install under (default /; e.g. a package build folder)")
     c.add_argument("--user", default="photo-ingest",
@@ -343,8 +346,9 @@ def _cmd_install_units(cfg: config.Config, args: argparse.Namespace) -> int:
     for path in written:
         print(path)
     if args.prefix == Path("/"):
+        watch = " photo-ingest-watch.service" if cfg.watch else ""
         print("next: systemctl daemon-reload && udevadm control --reload && systemctl enable "
-              "--now photo-ingest-metadata.timer photo-ingest-immich-sync.service"
+              "--now photo-ingest-metadata.timer photo-ingest-immich-sync.service" + watch
               + (" photo-ingest-mirror.timer" if cfg.mirrors else "")
               + " photo-ingest-verify.timer"
               + (" photo-ingest-backlog-check.timer" if cfg.notify.enabled else ""))

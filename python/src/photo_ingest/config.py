@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from photo_ingest.immich.config import ImmichConfig
     from photo_ingest.mirror.config import MirrorConfig, VerifyConfig
     from photo_ingest.notify.config import NotifyConfig
+    from photo_ingest.watch.config import WatchConfig
 
 DEFAULT_PATH = Path("/etc/photo-ingest/config.toml")
 ENV_VAR = "PHOTO_INGEST_CONFIG"
@@ -125,6 +126,7 @@ class Config:
     mirrors: tuple[MirrorConfig, ...] = ()
     verify: VerifyConfig = field(default_factory=lambda: _verify_default())
     notify: NotifyConfig = field(default_factory=lambda: _notify_default())
+    watch: tuple[WatchConfig, ...] = ()
 
 
 CREDENTIALS = "$CREDENTIALS_DIRECTORY"
@@ -201,7 +203,7 @@ def load(path: Path | None = None) -> Config:
 
 def parse(raw: dict[str, Any], base: Path = Path()) -> Config:
     _check_keys(raw, {"library", "database", "ingest", "metadata", "card", "metrics", "immich",
-                      "mirror", "verify", "notify"}, "")
+                      "mirror", "verify", "notify", "watch"}, "")
     lib = _table(raw, "library")
     _check_keys(lib, {"path", "layout"}, "library.")
     db = _table(raw, "database")
@@ -225,10 +227,12 @@ def parse(raw: dict[str, Any], base: Path = Path()) -> Config:
         exiftool=_get(ing, "exiftool", str, "ingest.", "exiftool"),
         extensions=_extensions(_table(ing, "extensions", "ingest.")),
     )
+    immich = _immich(raw, base)
     return Config(library=library, database=database, ingest=ingest,
                   metadata=_metadata(_table(raw, "metadata")),
                   card=_card(_table(raw, "card")), metrics=_metrics(_table(raw, "metrics"), base),
-                  immich=_immich(raw, base), **_mirror_tables(raw, base, library, ingest))
+                  immich=immich, watch=_watch(raw, library.path, immich),
+                  **_mirror_tables(raw, base, library, ingest))
 
 
 def _immich(raw: dict[str, Any], base: Path) -> ImmichConfig:
@@ -258,6 +262,19 @@ def _notify_default() -> NotifyConfig:
     from photo_ingest.notify.config import NotifyConfig
 
     return NotifyConfig()
+
+
+def _watch(raw: dict[str, Any], library: Path, immich: ImmichConfig,
+           ) -> tuple[WatchConfig, ...]:
+    from photo_ingest.watch.config import check_library, parse_watches
+
+    watches = parse_watches(raw.get("watch", []))
+    check_library(watches, library)
+    for i, w in enumerate(watches, 1):
+        if w.wait_for_immich and not immich.enabled:
+            raise ConfigError(f"watch[{i}].wait_for_immich: Immich is not configured "
+                              "(set immich.url), so the files would wait for ever")
+    return watches
 
 
 def _immich_default() -> ImmichConfig:

@@ -20,7 +20,8 @@ UNITS = ("card-ingest@.service", "photo-ingest-metadata.service",
          "photo-ingest-metadata.timer", "photo-ingest-immich-sync.service",
          "photo-ingest-mirror.service", "photo-ingest-mirror.timer",
          "photo-ingest-verify.service", "photo-ingest-verify.timer",
-         "photo-ingest-backlog-check.service", "photo-ingest-backlog-check.timer")
+         "photo-ingest-backlog-check.service", "photo-ingest-backlog-check.timer",
+         "photo-ingest-watch.service")
 RULE = "90-photo-ingest.rules"
 SERVICE_USER = "photo-ingest"
 
@@ -64,7 +65,24 @@ def drop_ins(cfg: Config, config_path: Path, user: str) -> dict[str, str]:
                else ""),
         "photo-ingest-verify.service": f"[Service]\n{env}{account}{metrics_only}",
         "photo-ingest-backlog-check.service": f"[Service]\n{env}{account}{metrics_only}",
+        "photo-ingest-watch.service": _watch_drop_in(cfg, env, user, optional),
     }
+
+
+def _watch_drop_in(cfg: Config, env: str, user: str, optional: str) -> str:
+    """The watcher writes library files as the library's owner; it may change the watched
+    folders it archives or deletes from, and the archive folders. An archive folder must
+    exist before the unit starts (ProtectSystem=strict: the watcher cannot make it then);
+    "-" keeps a missing one from failing the unit's namespace, the watcher says why."""
+    owner = cfg.card.user or user
+    writable = [os.fspath(cfg.library.path)]
+    for w in cfg.watch:
+        if w.after != "leave":
+            writable.append(os.fspath(w.path))
+        if w.archive_dir is not None:
+            writable.append(f"-{w.archive_dir}")
+    return (f"[Service]\n{env}User={owner}\nGroup={owner}\n"
+            f"ReadWritePaths={' '.join(writable)}{optional}\n")
 
 
 def install(prefix: Path, cfg: Config, config_path: Path, *, bindir: Path | None = None,

@@ -11,7 +11,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,7 +35,7 @@ from photo_ingest.ingest.copy import (
 )
 from photo_ingest.ingest.layout import display
 from photo_ingest.ingest.publish import Outcome, Publisher, known_by_size_and_name
-from photo_ingest.ingest.scan import ScanResult, SourceFile, scan
+from photo_ingest.ingest.scan import ScanResult, SourceFile, scan, scan_files
 from photo_ingest.ingest.sessions import Card, Counts
 
 log = logging.getLogger(__name__)
@@ -89,6 +89,68 @@ def ingest(cfg: Config, source: str, reporter: Reporter, card: Card | None = Non
     source = os.path.abspath(source)
     if not os.path.isdir(source):
         raise IngestError(f"source {source} is not a directory (or does not exist)")
+    library = _prepare_library(cfg)
+    conn = catalog.connect(cfg.database.conninfo())
+    try:
+        card = card or identify(source)
+        session = _start(conn, source, card)
+        return _Run(cfg, conn, source, library, session, card, reporter).run()
+    finally:
+        conn.close()
+
+
+class FileSession:
+    """A session over chosen files of one folder, fed batch by batch (the watcher's).
+
+    The same stages as `ingest` (dedup, copy, verify, publish, outcomes); only the files
+    come from the caller instead of a scan of the whole folder. `close` ends the session.
+    A fatal problem (catalog gone, library full) ends it at once: `add` then returns the
+    batch's outcomes so far and `ended` holds the session's summary.
+    """
+
+    def __init__(self, cfg: Config, source: str, card: Card, reporter: Reporter) -> None:
+        self.source = os.path.abspath(source)
+        library = _prepare_library(cfg)
+        self.conn = catalog.connect(cfg.database.conninfo())
+        try:
+            session = _start(self.conn, self.source, card)
+        except BaseException:
+            self.conn.close()
+            raise
+        self.run = _Run(cfg, self.conn, self.source, library, session, card, reporter)
+        self.run.files_only = True
+        self.started = time.monotonic()
+        self.ended: Summary | None = None
+
+    @property
+    def id(self) -> int:
+        return self.run.session
+
+    def add(self, paths: Sequence[bytes]) -> list[Outcome]:
+        """Ingest PATHS (below the source) in this session; their outcomes."""
+        if self.ended is not None:
+            raise IngestError(f"session {self.id} has ended")
+        first = len(self.run.outcomes)
+        extensions = self.run.cfg.ingest.extensions
+        status, error = self.run.attempt(lambda: scan_files(self.source, paths, extensions))
+        if error is not None:
+            self.ended = self.run.end(status, error, self.started)
+            self.conn.close()
+        else:
+            sessions.heartbeat(self.conn, self.run.session, self.run.counts)
+        return self.run.outcomes[first:]
+
+    def close(self) -> Summary:
+        if self.ended is None:
+            try:
+                self.ended = self.run.end("completed", None, self.started)
+            finally:
+                self.conn.close()
+        return self.ended
+
+
+def _prepare_library(cfg: Config) -> bytes:
+    """The library's path, its incoming folder made and swept of dead runs' temp files."""
     library = os.fsencode(os.path.abspath(cfg.library.path))
     incoming = os.path.join(library, INCOMING)
     try:
@@ -98,15 +160,13 @@ def ingest(cfg: Config, source: str, reporter: Reporter, card: Card | None = Non
                           f"{exc.strerror}") from exc
     for stale in sweep_stale_temps(incoming):
         log.info("removed stale temp file %s", display(stale))
-    conn = catalog.connect(cfg.database.conninfo())
-    try:
-        for sid in sessions.mark_interrupted(conn):
-            log.warning("session %d had been interrupted; marked as such", sid)
-        card = card or identify(source)
-        session = sessions.start(conn, source, card)
-        return _Run(cfg, conn, source, library, session, card, reporter).run()
-    finally:
-        conn.close()
+    return library
+
+
+def _start(conn: psycopg.Connection[Any], source: str, card: Card) -> int:
+    for sid in sessions.mark_interrupted(conn):
+        log.warning("session %d had been interrupted; marked as such", sid)
+    return sessions.start(conn, source, card)
 
 
 class _Run:
@@ -125,37 +185,48 @@ class _Run:
                                    cfg.ingest.buffer_size)
         self.zone = cfg.ingest.zone()
         self.last_beat = 0.0
+        self.seq = 0  # position in the session, over every batch
+        self.pending: Sequence[SourceFile] = []
+        self.files_only = False  # a chosen list: a file gone before its copy is no failure
 
     def run(self) -> Summary:
         started = time.monotonic()
-        status, error = "completed", None
-        pending: Sequence[SourceFile] = []
+        status, error = self.attempt(lambda: scan(self.source, self.cfg.ingest.extensions))
+        return self.end(status, error, started)
+
+    def attempt(self, find: Callable[[], ScanResult]) -> tuple[str, str | None]:
+        """Ingest what FIND returns; ("completed", None), or the fatal status and error."""
+        self.pending = []
         try:
-            found = scan(self.source, self.cfg.ingest.extensions)
-            pending = found.files
+            found = find()
+            self.pending = found.files
             self._record_skips(found)
             self.reporter.start(len(found.files) + sum(len(f.sidecars) for f in found.files),
                                 found.total_bytes)
             with CaptureReader(self.cfg.ingest.exiftool) as reader:
                 tags = reader.read(f.path for f in found.files)
             pairs, known = known_by_size_and_name(self.conn, found.files)
-            for seq, f in enumerate(found.files, 1):
-                self._one(f, seq, tags.get(f.path, {}), pairs, known)
-                pending = found.files[seq:]
+            for i, f in enumerate(found.files, 1):
+                self.seq += 1
+                self._one(f, self.seq, tags.get(f.path, {}), pairs, known)
+                self.pending = found.files[i:]
                 self._beat()
         except DestinationFull as exc:
-            status, error = "failed", self._full_message(exc, pending)
+            return "failed", self._full_message(exc, self.pending)
         except psycopg.Error as exc:
-            status, error = "failed", f"catalog database error: {str(exc).strip()}"
+            return "failed", f"catalog database error: {str(exc).strip()}"
         except (Stopped, KeyboardInterrupt) as exc:
-            status, error = "interrupted", f"stopped by {exc or 'interrupt'}"
+            return "interrupted", f"stopped by {exc or 'interrupt'}"
         except OSError as exc:  # the library itself is unusable (permissions, I/O error)
-            status, error = "failed", f"library error: {exc.strerror or exc}"
+            return "failed", f"library error: {exc.strerror or exc}"
+        return "completed", None
+
+    def end(self, status: str, error: str | None, started: float) -> Summary:
         if error:
             log.error("session %d %s: %s", self.session, status, error)
         if status == "completed" and self.counts.failed:
             status = "partial"
-        self._close(status, error, pending)
+        self._close(status, error, self.pending)
         return Summary(self.session, self.source, os.fsdecode(self.library), status, error,
                        self.counts, time.monotonic() - started, self.outcomes)
 
@@ -183,6 +254,10 @@ class _Run:
                 # The read error came before systemd's SIGTERM: the card is gone, so this
                 # is an interruption to resume, not a file that failed.
                 raise Stopped("the card's removal (the source disappeared)") from exc
+            moved = self._moved_on(f) if isinstance(exc, SourceError) else None
+            if moved:
+                self._skip([f.relpath, *(sc.relpath for sc in f.sidecars)], moved)
+                return
             self._fail([f.relpath, *(sc.relpath for sc in f.sidecars)], str(exc.args[-1]))
             return
         except BaseException:
@@ -204,6 +279,21 @@ class _Run:
         sys_dev = f"/sys/dev/block/{major}:{minor}"
         # Only block devices appear there; other filesystems (tmpfs, NFS) have no entry.
         return major == 0 or not os.path.exists("/sys/dev/block") or os.path.exists(sys_dev)
+
+    def _moved_on(self, f: SourceFile) -> str | None:
+        """Why a chosen file (a watcher's) that could not be read is no failure, if it is
+        none: it was deleted or renamed, or written again, since it was chosen."""
+        if not self.files_only:
+            return None
+        try:
+            st = os.lstat(f.path)
+        except FileNotFoundError:
+            return "vanished: deleted or renamed before it was copied"
+        except OSError:
+            return None
+        if (st.st_size, st.st_mtime) != (f.size, f.mtime):
+            return "changed while being copied: taken again once it is stable"
+        return None
 
     def _known_copy(self, f: SourceFile, known: dict[bytes, Any]) -> Copied | None:
         """Hash a file that looks catalogued; a Copied without temp if it really is."""
@@ -228,10 +318,19 @@ class _Run:
             log.warning("failed: %s: %s", display(rel), reason)
             self._count(Outcome(display(rel), "failed", reason))
 
+    def _skip(self, relpaths: Sequence[bytes], reason: str) -> None:
+        with self.conn.transaction():
+            for rel in relpaths:
+                sessions.record_outcome(self.conn, self.session, display(rel), "skipped",
+                                        reason=reason)
+        for rel in relpaths:
+            log.info("skipped: %s: %s", display(rel), reason)
+            self._count(Outcome(display(rel), "skipped", reason))
+
     def _record_skips(self, found: ScanResult) -> None:
-        self.counts.seen = len(found.files) + sum(len(f.sidecars) for f in found.files)
+        self.counts.seen += len(found.files) + sum(len(f.sidecars) for f in found.files)
         self.counts.seen += len(found.skipped)
-        self.counts.bytes_total = found.total_bytes
+        self.counts.bytes_total += found.total_bytes
         with self.conn.transaction():
             for s in found.skipped:
                 sessions.record_outcome(self.conn, self.session, display(s.relpath), "skipped",

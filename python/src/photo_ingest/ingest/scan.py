@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 # Folders that filesystems and desktops leave on cards; nothing of the user's is in them.
@@ -61,10 +61,44 @@ class ScanResult:
 def scan(source: str | bytes, extensions: Mapping[str, tuple[str, ...]]) -> ScanResult:
     """Everything under SOURCE, sorted by relative path."""
     root = os.path.abspath(os.fsencode(source))
+    return _classify(root, _walk(root), extensions)
+
+
+def scan_files(source: str | bytes, paths: Iterable[bytes],
+               extensions: Mapping[str, tuple[str, ...]]) -> ScanResult:
+    """Only PATHS (files below SOURCE), sorted as scan() sorts everything: a watcher's batch.
+
+    A path that no longer exists is left out (it was deleted or renamed since it was
+    chosen; its new name, if any, is seen on its own)."""
+    root = os.path.abspath(os.fsencode(source))
+    return _classify(root, _stat_each(root, paths), extensions)
+
+
+def _stat_each(root: bytes, paths: Iterable[bytes],
+               ) -> Iterator[tuple[bytes, os.stat_result | str]]:
+    for path in paths:
+        rel = os.path.relpath(path, root)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            yield rel, f"cannot stat: {exc.strerror}"
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            yield rel, _symlink_reason(root, path)
+        elif stat.S_ISREG(st.st_mode):
+            yield rel, st
+        elif not stat.S_ISDIR(st.st_mode):
+            yield rel, f"not a regular file: {_special_kind(st.st_mode)}"
+
+
+def _classify(root: bytes, entries: Iterable[tuple[bytes, os.stat_result | str]],
+              extensions: Mapping[str, tuple[str, ...]]) -> ScanResult:
     kinds = {ext.encode(): kind for kind, exts in extensions.items() for ext in exts}
     result = ScanResult()
     sidecars: list[Sidecar] = []
-    for rel, st_or_reason in _walk(root):
+    for rel, st_or_reason in entries:
         if isinstance(st_or_reason, str):
             result.skipped.append(Skipped(rel, st_or_reason))
             continue
