@@ -24,6 +24,7 @@ command -v npm >/dev/null || missing+=(npm)  # the official Immich CLI, for the 
 # the FUSE card of the fault scenarios (tests/faults/cardfs.py, through mfusepy)
 command -v fusermount3 >/dev/null || missing+=(fuse3)
 ldconfig -p 2>/dev/null | grep -q 'libfuse3\.so\.3 ' || missing+=(libfuse3-3)
+command -v mkfs.xfs >/dev/null || missing+=(xfsprogs)  # the disk-full scenario on XFS
 # the VM scenarios (tests/vm/): a Debian guest under qemu, cards made with mtools
 for tool in qemu-system-x86:qemu-system-x86_64 debootstrap:debootstrap qemu-utils:qemu-img \
             dosfstools:mkfs.vfat mtools:mcopy; do
