@@ -7,11 +7,13 @@ marks the files it did not reach, and leaves every byte already published in pla
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -41,6 +43,7 @@ from photo_ingest.ingest.sessions import Card, Counts
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 2.0
+RECONNECT_SECONDS = 2.0
 
 
 class IngestError(RuntimeError):
@@ -140,13 +143,16 @@ class _Run:
                 tags = reader.read(f.path for f in found.files)
             pairs, known = known_by_size_and_name(self.conn, found.files)
             for seq, f in enumerate(found.files, 1):
-                self._one(f, seq, tags.get(f.path, {}), pairs, known)
+                self._with_catalog(functools.partial(
+                    self._one, f, seq, tags.get(f.path, {}), pairs, known))
                 pending = found.files[seq:]
-                self._beat()
+                self._with_catalog(self._beat)
         except DestinationFull as exc:
             status, error = "failed", self._full_message(exc, pending)
         except psycopg.Error as exc:
             status, error = "failed", f"catalog database error: {str(exc).strip()}"
+            if self.conn.broken and self.cfg.ingest.catalog_wait:
+                error += f" (it did not come back within {self.cfg.ingest.catalog_wait} s)"
         except (Stopped, KeyboardInterrupt) as exc:
             status, error = "interrupted", f"stopped by {exc or 'interrupt'}"
         except OSError as exc:  # the library itself is unusable (permissions, I/O error)
@@ -193,6 +199,40 @@ class _Run:
             self._count(o)
             if o.outcome == "copied":
                 self.counts.bytes_copied += o.size or 0
+
+    def _with_catalog(self, step: Callable[[], None]) -> None:
+        """Run STEP; if the catalog connection was lost (the database restarted, the
+        network dropped), wait for the database to come back and run STEP again.
+
+        A file interrupted this way is copied again from the start: its temp file was
+        discarded, and a library file it had already linked is adopted by the retry.
+        """
+        deadline = time.monotonic() + self.cfg.ingest.catalog_wait
+        while True:
+            try:
+                return step()
+            except psycopg.OperationalError as exc:
+                if not self.conn.broken or time.monotonic() >= deadline:
+                    raise
+                log.warning("session %d: lost the catalog database (%s); waiting up to %ds "
+                            "for it to come back", self.session, str(exc).strip(),
+                            deadline - time.monotonic())
+                self._reconnect(deadline, exc)
+
+    def _reconnect(self, deadline: float, lost: psycopg.OperationalError) -> None:
+        while True:
+            time.sleep(RECONNECT_SECONDS)
+            try:
+                conn = catalog.connect(self.cfg.database.conninfo())
+            except (catalog.CatalogError, psycopg.Error) as exc:
+                if time.monotonic() >= deadline:
+                    raise lost from exc
+                continue
+            with contextlib.suppress(psycopg.Error):
+                self.conn.close()
+            self.conn = self.publisher.conn = conn
+            log.warning("session %d: the catalog database is back; continuing", self.session)
+            return
 
     def _source_present(self) -> bool:
         """Is the source still there: its folder, and the block device it lives on?"""
@@ -263,7 +303,8 @@ class _Run:
                 self._fail([rel for f in pending for rel in
                             (f.relpath, *(sc.relpath for sc in f.sidecars))],
                            f"not attempted: {error}")
-            sessions.finish(self.conn, self.session, self.counts, status, error)
+            self._with_catalog(lambda: sessions.finish(self.conn, self.session, self.counts,
+                                                       status, error))
         except psycopg.Error as exc:
             log.error("could not record the end of session %d: %s", self.session, exc)
 
