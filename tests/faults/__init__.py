@@ -29,7 +29,7 @@ def record(scenario: str, trials: int, result: str, started: float, **extra: Any
     out = os.environ.get("FAULT_SCORECARD")
     if not out:
         return
-    test = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
+    test = "tests/" + os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
     line = {"scenario": scenario, "trials": trials, "result": result,
             "seconds": round(time.monotonic() - started, 1), "test": test, **extra}
     with open(out, "a", encoding="utf-8") as fh:

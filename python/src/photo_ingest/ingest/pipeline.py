@@ -8,6 +8,7 @@ marks the files it did not reach, and leaves every byte already published in pla
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import logging
 import os
@@ -43,6 +44,10 @@ from photo_ingest.ingest.sessions import Card, Counts
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 2.0
+# Errors that say the source's filesystem is gone, not one file: a FUSE or network mount
+# whose other end went away (its folder may still stat from the attribute cache), a device
+# that left.
+SOURCE_GONE = frozenset({errno.ENOTCONN, errno.ENODEV, errno.ENXIO, errno.ESHUTDOWN})
 RECONNECT_SECONDS = 2.0
 
 
@@ -185,7 +190,8 @@ class _Run:
         except (SourceError, VerifyError) as exc:
             for c in copies:
                 discard(c.temp)
-            if isinstance(exc, SourceError) and not self._source_present():
+            if isinstance(exc, SourceError) and (exc.errno in SOURCE_GONE
+                                                 or not self._source_present()):
                 # The read error came before systemd's SIGTERM: the card is gone, so this
                 # is an interruption to resume, not a file that failed.
                 raise Stopped("the card's removal (the source disappeared)") from exc
