@@ -22,6 +22,10 @@ python3 -c "import venv, ensurepip" 2>/dev/null || missing+=(python3-venv)
 command -v systemd-analyze >/dev/null || missing+=(systemd)  # unit checks
 command -v npm >/dev/null || missing+=(npm)  # the official Immich CLI, for the fidelity test
 command -v nix-instantiate >/dev/null || missing+=(nix-bin)  # tests/test_nix.py: .nix files parse, module evaluation
+# the FUSE card of the fault scenarios (tests/faults/cardfs.py, through mfusepy)
+command -v fusermount3 >/dev/null || missing+=(fuse3)
+ldconfig -p 2>/dev/null | grep -q 'libfuse3\.so\.3 ' || missing+=(libfuse3-3)
+command -v mkfs.xfs >/dev/null || missing+=(xfsprogs)  # the disk-full scenario on XFS
 # the VM scenarios (tests/vm/): a Debian guest under qemu, cards made with mtools
 for tool in qemu-system-x86:qemu-system-x86_64 debootstrap:debootstrap qemu-utils:qemu-img \
             dosfstools:mkfs.vfat mtools:mcopy; do

@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 from conftest import run_cli
+from faults import record
 from helpers import (
     assert_catalog_matches_disk,
     catalogued,
@@ -185,13 +186,22 @@ def test_concurrent_first_starts_migrate_once(dsn: str) -> None:
     assert versions == [v for v, _, _ in available()]
 
 
-@pytest.fixture
-def small_library(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    """A 64 MB ext4 filesystem on a loop device, mounted where the library goes."""
+# XFS cannot be made smaller than 300 MB; ext4 can.
+FILESYSTEMS = {"ext4": (["mkfs.ext4", "-q", "-m", "0"], "64M"),
+               "xfs": (["mkfs.xfs", "-q", "-f"], "300M")}
+
+
+@pytest.fixture(params=sorted(FILESYSTEMS))
+def small_library(request: pytest.FixtureRequest,
+                  tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """A small ext4 or XFS filesystem on a loop device, mounted where the library goes."""
+    mkfs, size = FILESYSTEMS[request.param]
+    if not shutil.which(mkfs[0]):
+        pytest.skip(f"{mkfs[0]} is not installed (tests/bootstrap.sh installs it)")
     image, mount = tmp_path / "lib.img", tmp_path / "library"
     mount.mkdir()
-    subprocess.run(["truncate", "-s", "64M", image], check=True)
-    subprocess.run(["mkfs.ext4", "-q", "-m", "0", image], check=True)
+    subprocess.run(["truncate", "-s", size, image], check=True)
+    subprocess.run([*mkfs, image], check=True)
     if subprocess.run(["mount", "-o", "loop", image, mount], capture_output=True).returncode:
         pytest.skip("loop mounts are not available here")
     try:
@@ -203,11 +213,13 @@ def small_library(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
 def test_full_disk_stops_cleanly_and_resumes_when_space_is_freed(
         tmp_path: Path, small_library: tuple[Path, Path], make_config: Callable[..., Path],
         dsn: str) -> None:
+    started = time.monotonic()
     _, library = small_library
     config = make_config()
     config.write_text(config.read_text().replace(str(tmp_path / "library"), str(library)))
     ballast = library / "someone-elses-files.bin"  # leaves about 20 MB free
-    ballast.write_bytes(b"\0" * (shutil.disk_usage(library).free - 20_000_000))
+    subprocess.run(["fallocate", "-l", str(shutil.disk_usage(library).free - 20_000_000),
+                    ballast], check=True)
     card = tmp_path / "card"
     random_files(card / "DCIM", 8, 4_000_000, seed=3)  # 32 MB into ~20 MB free
     result = run_cli(config, "ingest", card, "--json")
@@ -218,13 +230,28 @@ def test_full_disk_stops_cleanly_and_resumes_when_space_is_freed(
     assert "still to copy" in summary["error"] and "free at least" in summary["error"]
     assert 0 < summary["files"]["copied"] < 8
     assert summary["files"]["copied"] + summary["files"]["failed"] == 8
+    left = summary["files"]["failed"]   # the message names what is left and what it needs
+    assert f"{left} files ({left * 4.0:.1f} MB) still to copy" in summary["error"]
+    shortfall = float(summary["error"].split("free at least ")[1].split(" MB")[0])
+    assert 0 < shortfall <= left * 4.0
     with psycopg.connect(dsn, row_factory=dict_row, autocommit=True) as db:
+        session = db.execute("SELECT status, error FROM ingest_sessions").fetchone()
+        assert session == {"status": "failed", "error": summary["error"]}
         ballast.unlink()  # the user frees space
         assert_catalog_matches_disk(db, library)  # nothing partial, nothing uncatalogued
         again = ingest_json(run_cli(config, "ingest", card, "--json"))
         assert again["status"] == "completed"
         assert again["files"]["copied"] == 8 - summary["files"]["copied"]
         assert_every_source_file_once(db, library, source_hashes(card))
+    fstype = library_fstype(library)
+    record(f"disk full ({fstype} on a loop device)", 1,
+           f"1/1: stopped with {left} files left and the space they need named, no partial "
+           "file, resumed after space was freed", started)
+
+
+def library_fstype(path: Path) -> str:
+    return subprocess.run(["findmnt", "-n", "-o", "FSTYPE", "--target", str(path)],
+                          capture_output=True, text=True).stdout.strip()
 
 
 def test_card_identity_from_a_labelled_filesystem(tmp_path: Path,

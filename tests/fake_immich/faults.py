@@ -19,6 +19,9 @@ validated against the OpenAPI document.  Kinds and their parameters:
 ``slow_body``   handle normally, send the status line and headers at once, then trickle
                 the body in ``chunk_size`` (default 16) byte pieces every ``interval``
                 (default 0.25) seconds.
+``lost_answer`` handle the request normally (an upload is stored), then reset the TCP
+                connection instead of sending the answer: the client cannot know it
+                worked. The status it would have sent is in ``record.extra["lost_answer"]``.
 ``timeout``     never answer: hold the request for ``seconds`` (default: until the client
                 gives up or the server stops), then close the connection without a
                 response.
@@ -32,7 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-KINDS = ("status", "rate_limit", "delay", "reset", "slow_body", "timeout")
+KINDS = ("status", "rate_limit", "delay", "reset", "slow_body", "timeout", "lost_answer")
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "status": {"status": 503, "drain": True},
@@ -41,6 +44,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "reset": {"after_bytes": 0},
     "slow_body": {"chunk_size": 16, "interval": 0.25},
     "timeout": {"seconds": None},
+    "lost_answer": {},
 }
 
 _ALLOWED = {
@@ -50,6 +54,7 @@ _ALLOWED = {
     "reset": {"after_bytes"},
     "slow_body": {"chunk_size", "interval"},
     "timeout": {"seconds"},
+    "lost_answer": set(),
 }
 
 

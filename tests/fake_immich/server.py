@@ -388,7 +388,7 @@ class FakeImmich:
         slow: Fault | None = None
         if fault is not None:
             record.fault = fault.kind
-            if fault.kind == "slow_body":
+            if fault.kind in ("slow_body", "lost_answer"):
                 slow = fault
             else:
                 early = await self._apply_fault(request, record, fault)
@@ -403,6 +403,11 @@ class FakeImmich:
         else:
             response = error_response(404, f"Cannot {request.method} {request.path}")
 
+        if slow is not None and slow.kind == "lost_answer":
+            record.extra["lost_answer"] = response.status
+            _reset(request)
+            await asyncio.sleep(3600)  # cancelled when the connection is gone
+            raise ConnectionResetError("fault: lost answer")
         if slow is not None and isinstance(response, web.Response):
             return await self._trickle(request, response, slow)
         return response

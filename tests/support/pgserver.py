@@ -54,11 +54,20 @@ class TempPostgres:
             os.chown(self.dir, pw.pw_uid, pw.pw_gid)
         self._run(find_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
                   "-E", "UTF8", "--locale=C", "--no-sync")
+        self.resume()
+        return self
+
+    def resume(self) -> None:
+        """Start the server (again, after pause())."""
         opts = (f"-k {self.socket_dir} -c listen_addresses='' -c fsync=off"
                 " -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
         self._run(find_bin("pg_ctl"), "-D", str(self.data), "-o", opts, "-w", "-t", "60",
                   "-l", str(self.dir / "server.log"), "start")
-        return self
+
+    def pause(self) -> None:
+        """Stop the server as an administrator would (fast shutdown: every connection is
+        cut, committed data kept), so a test can see its clients lose the catalog."""
+        self._run(find_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
 
     def conninfo(self, dbname: str = "postgres") -> str:
         return f"host={self.socket_dir} user=postgres dbname={dbname}"

@@ -63,6 +63,8 @@ class IngestConfig:
     timezone: str | None = None
     buffer_size: int = 8 * 1024 * 1024
     exiftool: str = "exiftool"
+    # seconds an ingest waits for a lost catalog connection to come back (0: fail at once)
+    catalog_wait: int = 300
     extensions: dict[str, tuple[str, ...]] = field(
         default_factory=lambda: dict(DEFAULT_EXTENSIONS)
     )
@@ -209,7 +211,8 @@ def parse(raw: dict[str, Any], base: Path = Path()) -> Config:
     db = _table(raw, "database")
     _check_keys(db, {"url", "password_file"}, "database.")
     ing = _table(raw, "ingest")
-    _check_keys(ing, {"verify", "timezone", "buffer_size", "exiftool", "extensions"}, "ingest.")
+    _check_keys(ing, {"verify", "timezone", "buffer_size", "exiftool", "extensions",
+                      "catalog_wait"}, "ingest.")
 
     library = LibraryConfig(
         path=base / _get(lib, "path", str, "library.", str(LibraryConfig.path)),
@@ -226,6 +229,7 @@ def parse(raw: dict[str, Any], base: Path = Path()) -> Config:
         buffer_size=_size(_get(ing, "buffer_size", int, "ingest.", IngestConfig.buffer_size)),
         exiftool=_get(ing, "exiftool", str, "ingest.", "exiftool"),
         extensions=_extensions(_table(ing, "extensions", "ingest.")),
+        catalog_wait=_seconds(ing, "catalog_wait", IngestConfig.catalog_wait),
     )
     immich = _immich(raw, base)
     return Config(library=library, database=database, ingest=ingest,
@@ -331,6 +335,13 @@ def _get(table: dict[str, Any], key: str, kind: type, prefix: str, default: Any)
         raise ConfigError(
             f"{prefix}{key}: must be {kind.__name__}, got {type(value).__name__} {value!r}"
         )
+    return value
+
+
+def _seconds(table: dict[str, Any], key: str, default: int) -> int:
+    value: int = _get(table, key, int, "ingest.", default)
+    if not 0 <= value <= 86400:
+        raise ConfigError(f"ingest.{key}: must be between 0 and 86400 seconds, got {value}")
     return value
 
 

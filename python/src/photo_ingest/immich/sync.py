@@ -38,6 +38,7 @@ from typing import Any
 
 import psycopg
 
+from photo_ingest.catalog import CatalogError
 from photo_ingest.config import Config, ConfigError
 from photo_ingest.immich import store as store_mod
 from photo_ingest.immich.albums import Albums, album_name, oldest
@@ -189,6 +190,10 @@ class Syncer:
         self.library = Path(cfg.library.path)
         self.stopping = False
         self.store: Store | None = None
+        # One lease owner for the life of the process: after a lost catalog connection the
+        # new connection can hand back the leases the old one held (see _connect).
+        self._owner = store_mod.worker_id()
+        self._leases_orphaned = False
         self.client: ImmichClient | None = None
         self.info: ServerInfo | None = None
         self.media: MediaTypes | None = None
@@ -279,7 +284,7 @@ class Syncer:
     async def _open_store(self) -> Store:
         if self.store is None:
             conn = await store_mod.connect(self.cfg.database.conninfo())
-            self.store = Store(conn, lease=self.icfg.lease)
+            self.store = Store(conn, owner=self._owner, lease=self.icfg.lease)
         return self.store
 
     async def _connect(self) -> None:
@@ -302,6 +307,12 @@ class Syncer:
                                "user": info.user_email, "key": info.key_name}
         await store.register_target(info.user_id, self.icfg.mode, info.api_url,
                                     info.user_email)
+        if self._leases_orphaned:   # claimed before the catalog went away: claimable again
+            released = await store.release()
+            self._leases_orphaned = False
+            if released:
+                log.info("the catalog is back: %d asset(s) claimed before are free again",
+                         released)
         self._albums = Albums(self.client, store)
         if self.icfg.mode == "library":
             await self._ensure_library(info)
@@ -363,14 +374,16 @@ class Syncer:
                         if due is not None:
                             delay = min(self.icfg.interval, due + 0.05)
                     self._abort = None
-                except (Unreachable, TransientError, psycopg.OperationalError) as exc:
+                except (Unreachable, TransientError, psycopg.OperationalError,
+                        CatalogError) as exc:
+                    # CatalogError: the database is still away when we connect again
                     connected = False
                     failures += 1
                     delay = min(self.icfg.interval, backoff(failures, 5.0, 300.0) + 1.0)
                     log.warning("sync paused: %s (trying again in %.0fs)", exc, delay)
                     await self._note_error(str(exc))
                     self.notifier.status(f"waiting for Immich: {exc}")
-                    if isinstance(exc, psycopg.OperationalError):
+                    if isinstance(exc, psycopg.OperationalError | CatalogError):
                         await self._reset_store()
                 except (SyncError, ApiError) as exc:
                     connected = False
@@ -458,6 +471,7 @@ class Syncer:
                     log.warning("could not renew leases: %s", exc)
 
     async def _reset_store(self) -> None:
+        self._leases_orphaned = True
         if self.store is not None:
             with contextlib.suppress(Exception):
                 await self.store.close()

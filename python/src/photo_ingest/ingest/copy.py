@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from queue import Queue
 
+from photo_ingest import faults
+
 Progress = Callable[[int], None]
 
 INCOMING = b".incoming"
@@ -91,10 +93,12 @@ def copy_to_temp(src: bytes, incoming: bytes, *, expected_size: int, buffer_size
     try:
         os.posix_fadvise(sfd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         sha1, written = _pump(sfd, dfd, buffer_size, progress)
+        faults.point("copy.written")
         if written != expected_size:
             raise SourceError(errno.EIO, f"file changed size while being read: expected "
                                          f"{expected_size} bytes, read {written}")
         _fsync(dfd)
+        faults.point("copy.fsynced")
         if os.fstat(dfd).st_size != written:
             raise VerifyError(f"size on storage {os.fstat(dfd).st_size} != {written} written")
         os.posix_fadvise(dfd, 0, 0, os.POSIX_FADV_DONTNEED)
@@ -189,6 +193,7 @@ def _write_all(fd: int, data: memoryview) -> None:
             n = os.write(fd, data)
         except OSError as exc:
             raise _dest_error(exc, "writing the copy failed") from exc
+        faults.written(n)
         data = data[n:]
 
 
@@ -232,6 +237,7 @@ def ensure_dir(root: bytes, rel: bytes) -> bytes:
         except FileExistsError:
             pass
         else:
+            faults.point("dir.created")
             fsync_dir(path)
         path = child
     return path
@@ -250,9 +256,12 @@ def link_into_place(temp: bytes, final: bytes) -> None:
         if os.path.lexists(final):
             raise FileExistsError(errno.EEXIST, "exists", final) from exc
         os.rename(temp, final)
+        faults.point("publish.linked")
         fsync_dir(os.path.dirname(final))
         return
+    faults.point("publish.linked")
     fsync_dir(os.path.dirname(final))
+    faults.point("publish.dir_fsynced")
     os.unlink(temp)
 
 

@@ -7,6 +7,9 @@ marks the files it did not reach, and leaves every byte already published in pla
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
 import logging
 import os
 import shutil
@@ -41,6 +44,11 @@ from photo_ingest.ingest.sessions import Card, Counts
 log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 2.0
+# Errors that say the source's filesystem is gone, not one file: a FUSE or network mount
+# whose other end went away (its folder may still stat from the attribute cache), a device
+# that left.
+SOURCE_GONE = frozenset({errno.ENOTCONN, errno.ENODEV, errno.ENXIO, errno.ESHUTDOWN})
+RECONNECT_SECONDS = 2.0
 
 
 class IngestError(RuntimeError):
@@ -208,13 +216,17 @@ class _Run:
             pairs, known = known_by_size_and_name(self.conn, found.files)
             for i, f in enumerate(found.files, 1):
                 self.seq += 1
-                self._one(f, self.seq, tags.get(f.path, {}), pairs, known)
+                self._with_catalog(functools.partial(
+                    self._one, f, self.seq, tags.get(f.path, {}), pairs, known))
                 self.pending = found.files[i:]
-                self._beat()
+                self._with_catalog(self._beat)
         except DestinationFull as exc:
             return "failed", self._full_message(exc, self.pending)
         except psycopg.Error as exc:
-            return "failed", f"catalog database error: {str(exc).strip()}"
+            error = f"catalog database error: {str(exc).strip()}"
+            if self.conn.broken and self.cfg.ingest.catalog_wait:
+                error += f" (it did not come back within {self.cfg.ingest.catalog_wait} s)"
+            return "failed", error
         except (Stopped, KeyboardInterrupt) as exc:
             return "interrupted", f"stopped by {exc or 'interrupt'}"
         except OSError as exc:  # the library itself is unusable (permissions, I/O error)
@@ -250,7 +262,8 @@ class _Run:
         except (SourceError, VerifyError) as exc:
             for c in copies:
                 discard(c.temp)
-            if isinstance(exc, SourceError) and not self._source_present():
+            if isinstance(exc, SourceError) and (exc.errno in SOURCE_GONE
+                                                 or not self._source_present()):
                 # The read error came before systemd's SIGTERM: the card is gone, so this
                 # is an interruption to resume, not a file that failed.
                 raise Stopped("the card's removal (the source disappeared)") from exc
@@ -268,6 +281,40 @@ class _Run:
             self._count(o)
             if o.outcome == "copied":
                 self.counts.bytes_copied += o.size or 0
+
+    def _with_catalog(self, step: Callable[[], None]) -> None:
+        """Run STEP; if the catalog connection was lost (the database restarted, the
+        network dropped), wait for the database to come back and run STEP again.
+
+        A file interrupted this way is copied again from the start: its temp file was
+        discarded, and a library file it had already linked is adopted by the retry.
+        """
+        deadline = time.monotonic() + self.cfg.ingest.catalog_wait
+        while True:
+            try:
+                return step()
+            except psycopg.OperationalError as exc:
+                if not self.conn.broken or time.monotonic() >= deadline:
+                    raise
+                log.warning("session %d: lost the catalog database (%s); waiting up to %ds "
+                            "for it to come back", self.session, str(exc).strip(),
+                            deadline - time.monotonic())
+                self._reconnect(deadline, exc)
+
+    def _reconnect(self, deadline: float, lost: psycopg.OperationalError) -> None:
+        while True:
+            time.sleep(RECONNECT_SECONDS)
+            try:
+                conn = catalog.connect(self.cfg.database.conninfo())
+            except (catalog.CatalogError, psycopg.Error) as exc:
+                if time.monotonic() >= deadline:
+                    raise lost from exc
+                continue
+            with contextlib.suppress(psycopg.Error):
+                self.conn.close()
+            self.conn = self.publisher.conn = conn
+            log.warning("session %d: the catalog database is back; continuing", self.session)
+            return
 
     def _source_present(self) -> bool:
         """Is the source still there: its folder, and the block device it lives on?"""
@@ -362,7 +409,8 @@ class _Run:
                 self._fail([rel for f in pending for rel in
                             (f.relpath, *(sc.relpath for sc in f.sidecars))],
                            f"not attempted: {error}")
-            sessions.finish(self.conn, self.session, self.counts, status, error)
+            self._with_catalog(lambda: sessions.finish(self.conn, self.session, self.counts,
+                                                       status, error))
         except psycopg.Error as exc:
             log.error("could not record the end of session %d: %s", self.session, exc)
 

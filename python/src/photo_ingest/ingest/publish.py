@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 
+from photo_ingest import faults
 from photo_ingest.ingest import layout, sessions
 from photo_ingest.ingest.capture import Capture
 from photo_ingest.ingest.copy import Copied, discard, ensure_dir, hash_file, link_into_place
@@ -94,7 +95,9 @@ class Publisher:
             outcomes = [self._record(rel, "copied", copied, final, asset_id=asset_id)]
             outcomes += self._sidecars(asset_id, final, f, sidecars)
             self.conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, str(asset_id)))
-            return outcomes
+            faults.point("publish.inserted")
+        faults.point("publish.committed")
+        return outcomes
 
     def _place(self, copied: Copied, wanted: str) -> str:
         """Link the temp file at WANTED or, if another file holds that name, a suffixed one."""
