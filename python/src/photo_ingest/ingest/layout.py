@@ -100,7 +100,9 @@ def sanitize(component: str) -> str:
         for ch in unicodedata.normalize("NFC", component)
     ).strip()
     if cleaned.startswith("."):
-        cleaned = "_" + cleaned[1:]
+        # ' .JPG' keeps its extension as '_.JPG'; '.hidden.JPG' becomes '_hidden.JPG'
+        pure_ext = os.path.splitext("x" + cleaned)[0] == "x"
+        cleaned = "_" + (cleaned if pure_ext else cleaned[1:])
     if not cleaned.strip("._"):
         cleaned = "_" if not cleaned else cleaned.replace(".", "_")
     return truncate(cleaned)
