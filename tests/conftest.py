@@ -29,7 +29,7 @@ _db_names = itertools.count()
 _PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink]
 settings.register_profile("ci", max_examples=300, derandomize=True, database=None,
                           deadline=None, print_blob=True, phases=_PHASES)
-settings.register_profile("long", max_examples=20_000, database=None, deadline=None,
+settings.register_profile("long", max_examples=5_000, database=None, deadline=None,
                           print_blob=True, phases=_PHASES)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
