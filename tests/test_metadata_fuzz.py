@@ -232,6 +232,7 @@ def test_hostile_records_never_sink_a_batch(normaliser: Normaliser,
      "captured_at", None),
     ({"EXIF:Flash": -7.5}, "flash", None),
     ({"XMP:Rating": 2.5}, "rating", None),
+    ({"Composite:Aperture": 0.00390625}, "f_number", None),  # not f/0.0 once rounded
 ])
 def test_what_the_fuzzer_found(normaliser: Normaliser, tags: dict[str, Any], column: str,
                                expected: str | None) -> None:

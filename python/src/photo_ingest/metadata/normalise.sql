@@ -416,11 +416,11 @@ SELECT
     shutter_count,
     lens,
     TRY_CAST(round(iso) AS INTEGER) AS iso,
-    round(f_number, 2) AS f_number,
+    pi_positive(round(f_number, 2)) AS f_number,  -- 0.004 would round to 0
     exposure_time,
     pi_exposure(exposure_time) AS exposure,
-    round(focal_length, 2) AS focal_length,
-    round(focal_length_35mm, 2) AS focal_length_35mm,
+    pi_positive(round(focal_length, 2)) AS focal_length,  -- 0.004 would round to 0
+    pi_positive(round(focal_length_35mm, 2)) AS focal_length_35mm,  -- 0.004 would round to 0
     flash,
     flash_fired,
     -- width and height as displayed: orientations 5-8 turn the picture by 90 degrees
