@@ -31,6 +31,11 @@ for tool in qemu-system-x86:qemu-system-x86_64 debootstrap:debootstrap qemu-util
             dosfstools:mkfs.vfat mtools:mcopy; do
   command -v "${tool#*:}" >/dev/null || missing+=("${tool%%:*}")
 done
+# FAT and exFAT cards through FUSE (this kernel has neither module): tests/test_hostile_filesystems.py
+for tool in fusefat:fusefat exfat-fuse:mount.exfat-fuse exfatprogs:mkfs.exfat fuse3:fusermount \
+            mount:losetup; do
+  command -v "${tool#*:}" >/dev/null || missing+=("${tool%%:*}")
+done
 if [ ${#missing[@]} -gt 0 ]; then _apt "${missing[@]}"; fi
 
 stamp="$VENV/.photo-ingest-stamp"

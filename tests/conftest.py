@@ -17,11 +17,21 @@ from psycopg.rows import dict_row
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from hypothesis import Phase, settings
 from support.pgserver import TempPostgres
 
 pytest_plugins = ["fake_immich.plugin"]  # the fake Immich server and its fixtures
 
 _db_names = itertools.count()
+
+# Property tests and fuzzing (docs/hostile-input.md): CI runs a fixed, derandomized set of
+# examples, so a red run is reproducible; HYPOTHESIS_PROFILE=long searches much further.
+_PHASES = [Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink]
+settings.register_profile("ci", max_examples=300, derandomize=True, database=None,
+                          deadline=None, print_blob=True, phases=_PHASES)
+settings.register_profile("long", max_examples=5_000, database=None, deadline=None,
+                          print_blob=True, phases=_PHASES)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

@@ -45,6 +45,8 @@ def test_camera_name_has_no_repeated_make(make: str | None, model: str | None,
     (b"../../etc/passwd.JPG", "2024/_._.._etc_passwd.JPG"),
     (b"..", "2024/__"),
     (b".hidden.JPG", "2024/_hidden.JPG"),
+    (b" .JPG", "2024/_.JPG"),                 # the extension survives
+    (b".JPG", "2024/_.JPG"),
     (b"new\nline\t.JPG", "2024/new_line_.JPG"),
     (b"caf\xe9.JPG", "2024/caf_.JPG"),          # latin-1 byte, not UTF-8
     (b"back\\slash.JPG", "2024/back_slash.JPG"),

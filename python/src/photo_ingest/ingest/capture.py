@@ -31,8 +31,11 @@ TAGS = [
 DATE_TAGS = ("EXIF:DateTimeOriginal", "EXIF:CreateDate", "QuickTime:CreateDate")
 BATCH = 256
 
-_DATE = re.compile(r"^(\d{4}):(\d{2}):(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(\.\d+)?")
-_OFFSET = re.compile(r"^([+-])(\d{2}):?(\d{2})$")
+# ASCII digits only: int() would also read other scripts' digits and invent a date from them.
+_DATE = re.compile(r"^(\d{4}):(\d{2}):(\d{2})[ T](\d{2}):(\d{2}):(\d{2})(\.\d+)?", re.ASCII)
+_OFFSET = re.compile(r"^([+-])(\d{2}):?(\d{2})$", re.ASCII)
+# Offsets in use on Earth run from -12:00 to +14:00; anything beyond is a broken clock.
+_EARLIEST, _LATEST = -12 * 60, 14 * 60
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,10 @@ class Capture:
     source: str                 # DateTimeOriginal | CreateDate | QuickTime:CreateDate | mtime
     make: str | None = None
     model: str | None = None
+
+
+class NoCaptureTime(ValueError):
+    """Neither the metadata nor the file's mtime gives a time that can be filed."""
 
 
 class CaptureReader:
@@ -117,9 +124,25 @@ def _ext(path: bytes) -> str:
 
 
 def capture_of(tags: dict[str, Any], mtime: float, zone: tzinfo | None) -> Capture:
-    """The capture time by the precedence rules, with the source it came from."""
-    make = _text(tags.get("EXIF:Make") or tags.get("QuickTime:Make"))
-    model = _text(tags.get("EXIF:Model") or tags.get("QuickTime:Model"))
+    """The capture time by the precedence rules, with the source it came from.
+
+    A date that parses but cannot be placed in time (year 1 shifted past the start of the
+    calendar, 9999-12-31 past its end) counts as missing: the next source is tried.
+    Raises NoCaptureTime when none is left, not even the mtime."""
+    for candidate in (_exif_capture, _quicktime_capture, _mtime_capture):
+        try:
+            found = candidate(tags, mtime, zone)
+        except (OverflowError, ValueError, OSError):
+            continue
+        if found is not None:
+            make = _text(tags.get("EXIF:Make") or tags.get("QuickTime:Make"))
+            model = _text(tags.get("EXIF:Model") or tags.get("QuickTime:Model"))
+            return Capture(found.local, found.instant, found.offset, found.source, make, model)
+    raise NoCaptureTime(f"no usable capture time: no date in the metadata and the file's "
+                        f"mtime ({mtime!r}) is out of range")
+
+
+def _exif_capture(tags: dict[str, Any], mtime: float, zone: tzinfo | None) -> Capture | None:
     for source, date_tag, subsec_tag, offset_tags in (
         ("DateTimeOriginal", "EXIF:DateTimeOriginal", "EXIF:SubSecTimeOriginal",
          ("EXIF:OffsetTimeOriginal", "EXIF:OffsetTime")),
@@ -130,16 +153,31 @@ def capture_of(tags: dict[str, Any], mtime: float, zone: tzinfo | None) -> Captu
         if local is None:
             continue
         offset = next((o for t in offset_tags if (o := parse_offset(tags.get(t)))), None)
-        if offset is not None:
-            instant = local.replace(tzinfo=offset)
-            return Capture(local, instant, format_offset(offset), source, make, model)
-        return Capture(local, _assume(local, zone), None, source, make, model)
+        try:
+            if offset is not None:
+                found = Capture(local, local.replace(tzinfo=offset), format_offset(offset),
+                                source)
+            else:
+                found = Capture(local, _assume(local, zone), None, source)
+            found.instant.astimezone(UTC)  # raises if the moment falls outside the calendar
+        except (OverflowError, ValueError):
+            continue
+        return found
+    return None
+
+
+def _quicktime_capture(tags: dict[str, Any], mtime: float,
+                       zone: tzinfo | None) -> Capture | None:
     utc = parse_exif_date(tags.get("QuickTime:CreateDate"), None)
-    if utc is not None:
-        instant = utc.replace(tzinfo=UTC)
-        return Capture(_wall(instant, zone), instant, None, "QuickTime:CreateDate", make, model)
+    if utc is None:
+        return None
+    instant = utc.replace(tzinfo=UTC)
+    return Capture(_wall(instant, zone), instant, None, "QuickTime:CreateDate")
+
+
+def _mtime_capture(tags: dict[str, Any], mtime: float, zone: tzinfo | None) -> Capture:
     instant = datetime.fromtimestamp(mtime, UTC)
-    return Capture(_wall(instant, zone), instant, None, "mtime", make, model)
+    return Capture(_wall(instant, zone), instant, None, "mtime")
 
 
 def parse_exif_date(value: Any, subsec: Any) -> datetime | None:
@@ -166,10 +204,12 @@ def parse_offset(value: Any) -> timezone | None:
     m = _OFFSET.match(value.strip())
     if not m:
         return None
-    minutes = int(m.group(2)) * 60 + int(m.group(3))
-    if minutes > 14 * 60:
+    if int(m.group(3)) >= 60:
         return None
-    return timezone(timedelta(minutes=-minutes if m.group(1) == "-" else minutes))
+    minutes = (int(m.group(2)) * 60 + int(m.group(3))) * (-1 if m.group(1) == "-" else 1)
+    if not _EARLIEST <= minutes <= _LATEST:
+        return None
+    return timezone(timedelta(minutes=minutes))
 
 
 def format_offset(tz: timezone) -> str:
@@ -190,7 +230,8 @@ def _wall(instant: datetime, zone: tzinfo | None) -> datetime:
 
 def _digits(value: Any) -> str:
     text = str(value).strip() if value is not None else ""
-    return text if text.isdigit() else ""
+    return text if text.isascii() and text.isdigit() else ""  # not '²', not '٣'
+
 
 
 def _text(value: Any) -> str | None:

@@ -92,11 +92,16 @@ def copy_to_temp(src: bytes, incoming: bytes, *, expected_size: int, buffer_size
         raise _dest_error(exc, "cannot create temp file") from exc
     try:
         os.posix_fadvise(sfd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        before = _identity(os.fstat(sfd))
         sha1, written = _pump(sfd, dfd, buffer_size, progress)
         faults.point("copy.written")
         if written != expected_size:
             raise SourceError(errno.EIO, f"file changed size while being read: expected "
                                          f"{expected_size} bytes, read {written}")
+        if _identity(os.fstat(sfd)) != before:
+            # Rewritten in place (a directory source in use): the bytes read may mix old
+            # and new content. Fail it; the next run copies it whole.
+            raise SourceError(errno.EIO, "file was modified while being read")
         _fsync(dfd)
         faults.point("copy.fsynced")
         if os.fstat(dfd).st_size != written:
@@ -120,6 +125,11 @@ def copy_to_temp(src: bytes, incoming: bytes, *, expected_size: int, buffer_size
             raise VerifyError(f"verify failed: the copy on storage has SHA-1 {again.hex()}, "
                               f"the card's file has {sha1.hex()}")
     return Copied(temp, sha1, written)
+
+
+def _identity(st: os.stat_result) -> tuple[int, int, int]:
+    """What changes when a file's content does: size, mtime and ctime (to the nanosecond)."""
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def _pump(sfd: int, dfd: int, buffer_size: int, progress: Progress | None) -> tuple[bytes, int]:

@@ -47,7 +47,8 @@ def values(*, captured: datetime, name: bytes, media_type: str, make: str | None
         "year": f"{captured.year:04d}", "month": f"{captured.month:02d}",
         "day": f"{captured.day:02d}", "hour": f"{captured.hour:02d}",
         "minute": f"{captured.minute:02d}", "second": f"{captured.second:02d}",
-        "date": captured.strftime("%Y-%m-%d"), "filename": filename, "stem": stem,
+        "date": f"{captured.year:04d}-{captured.month:02d}-{captured.day:02d}",
+        "filename": filename, "stem": stem,
         "ext": ext[1:], "make": make or UNKNOWN, "model": model or UNKNOWN,
         "camera": camera_name(make, model), "media_type": media_type,
         "card_label": card_label or UNKNOWN, "session": session, "seq": seq,
@@ -93,11 +94,15 @@ def display(path: bytes) -> str:
 def sanitize(component: str) -> str:
     """One path component that cannot escape its folder or hide itself."""
     cleaned = "".join(
-        "_" if ch in "/\\" or unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") else ch
+        # Cs: a lone surrogate (from a broken JSON escape) cannot be written as UTF-8
+        "_" if ch in "/\\" or unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp")
+        else ch
         for ch in unicodedata.normalize("NFC", component)
     ).strip()
     if cleaned.startswith("."):
-        cleaned = "_" + cleaned[1:]
+        # ' .JPG' keeps its extension as '_.JPG'; '.hidden.JPG' becomes '_hidden.JPG'
+        pure_ext = os.path.splitext("x" + cleaned)[0] == "x"
+        cleaned = "_" + (cleaned if pure_ext else cleaned[1:])
     if not cleaned.strip("._"):
         cleaned = "_" if not cleaned else cleaned.replace(".", "_")
     return truncate(cleaned)
@@ -107,18 +112,22 @@ def truncate(name: str, limit: int = NAME_MAX) -> str:
     """Shorten a file name to `limit` UTF-8 bytes, keeping its extension."""
     if len(name.encode()) <= limit:
         return name
-    stem, ext = os.path.splitext(name)
-    if len(ext.encode()) > 16:
-        stem, ext = name, ""
+    stem, ext = _split_ext(name)
     budget = limit - len(ext.encode())
     cut = stem.encode()[:budget].decode("utf-8", "ignore")
     return cut + ext
 
 
+def _split_ext(name: str) -> tuple[str, str]:
+    """Stem and extension; an 'extension' longer than 16 bytes is part of the stem."""
+    stem, ext = os.path.splitext(name)
+    return (name, "") if len(ext.encode()) > 16 else (stem, ext)
+
+
 def with_suffix(relpath: str, suffix: str) -> str:
     """IMG_0001.JPG + 'a1b2c3d4' -> IMG_0001_a1b2c3d4.JPG (still within NAME_MAX)."""
     folder, name = os.path.split(relpath)
-    stem, ext = os.path.splitext(name)
+    stem, ext = _split_ext(name)
     tail = f"_{suffix}{ext}"
     stem = stem.encode()[: NAME_MAX - len(tail.encode())].decode("utf-8", "ignore")
     return os.path.join(folder, stem + tail)

@@ -23,7 +23,7 @@ import psycopg
 from photo_ingest import catalog
 from photo_ingest.config import Config
 from photo_ingest.ingest import sessions
-from photo_ingest.ingest.capture import CaptureReader, capture_of
+from photo_ingest.ingest.capture import CaptureReader, NoCaptureTime, capture_of
 from photo_ingest.ingest.card import identify
 from photo_ingest.ingest.copy import (
     INCOMING,
@@ -244,7 +244,11 @@ class _Run:
 
     def _one(self, f: SourceFile, seq: int, tags: dict[str, Any],
              pairs: set[tuple[int, str]], known: dict[bytes, Any]) -> None:
-        capture = capture_of(tags, f.mtime, self.zone)
+        try:
+            capture = capture_of(tags, f.mtime, self.zone)
+        except NoCaptureTime as exc:
+            self._fail([f.relpath, *(sc.relpath for sc in f.sidecars)], str(exc))
+            return
         copies: list[Copied] = []
         try:
             primary = None

@@ -111,6 +111,8 @@ def _classify(root: bytes, entries: Iterable[tuple[bytes, os.stat_result | str]]
         elif kind is None:
             ext = os.fsdecode(os.path.splitext(name)[1]) or "(none)"
             result.skipped.append(Skipped(rel, f"not a media file: extension {ext}", st.st_size))
+        elif st.st_size == 0:  # a camera's failed write: no content to keep, none to identify
+            result.skipped.append(Skipped(rel, "empty file (0 bytes)", 0))
         elif kind == "sidecar":
             sidecars.append(Sidecar(path, rel, st.st_size, st.st_mtime))
         else:

@@ -112,6 +112,8 @@ _FAILURE_CLASSES = (
     ("verify failed", "verify_mismatch"),
     ("size on storage", "verify_mismatch"),
     ("changed size", "source_changed"),
+    ("modified while being read", "source_changed"),
+    ("no usable capture time", "no_capture_time"),
     ("source", "read_error"),
 )
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 # Bump whenever normalise.sql (or the built-in makes below) can produce a different record:
 # `extract` then refreshes every record from its stored exiftool output.
-NORMALISER_VERSION = 1
+NORMALISER_VERSION = 2
 
 # The columns of the `normalised` view, in order: what the load stage COPYs.
 COLUMNS = (
@@ -177,12 +177,50 @@ class Normaliser:
             " WHERE json_type(s.value) = 'OBJECT'", [text])
 
     def write_csv(self) -> Path:
-        """The batch's records as headerless CSV (PostgreSQL's COPY dialect); empties docs."""
-        path = str(self.csv_path).replace("'", "''")
-        self._con.execute(f"COPY (SELECT {', '.join(COLUMNS)} FROM normalised"
-                          f" ORDER BY asset_id) TO '{path}' (FORMAT csv, HEADER false)")
-        self._con.execute("DELETE FROM docs")
+        """The batch's records as headerless CSV (PostgreSQL's COPY dialect); empties docs.
+
+        Should a value the SQL did not foresee make DuckDB fail the batch, each asset is
+        normalised on its own and the ones that still fail become records with an error
+        (and their exiftool output, for a later normaliser): one file never sinks a batch."""
+        import duckdb
+
+        try:
+            self._copy(self.csv_path, "normalised")
+        except duckdb.Error:
+            self._write_singly()
+        finally:
+            self._con.execute("DELETE FROM docs")
         return self.csv_path
+
+    def _copy(self, target: Path, source: str) -> None:
+        path = str(target).replace("'", "''")
+        self._con.execute(f"COPY (SELECT {', '.join(COLUMNS)} FROM {source}"
+                          f" ORDER BY asset_id) TO '{path}' (FORMAT csv, HEADER false)")
+
+    def _write_singly(self) -> None:
+        import duckdb
+
+        self._con.execute("CREATE OR REPLACE TEMP TABLE batch AS SELECT * FROM docs")
+        ids = [r[0] for r in self._con.execute(
+            "SELECT DISTINCT asset_id FROM batch ORDER BY asset_id").fetchall()]
+        one = self.csv_path.with_name("one.csv")
+        with self.csv_path.open("wb") as out:
+            for asset_id in ids:
+                self._con.execute("DELETE FROM docs")
+                self._con.execute("INSERT INTO docs SELECT * FROM batch WHERE asset_id = ?",
+                                  [asset_id])
+                try:
+                    self._copy(one, "normalised")
+                except duckdb.Error as exc:
+                    reason = "the normaliser failed on this file's metadata: " + \
+                        str(exc).splitlines()[0]
+                    self._con.execute("CREATE OR REPLACE TEMP TABLE failed AS SELECT "
+                                      + ", ".join(_FAILED.get(c, f"NULL AS {c}")
+                                                  for c in COLUMNS)
+                                      + " FROM docs WHERE NOT sidecar", [reason])
+                    self._copy(one, "failed")
+                out.write(one.read_bytes())
+        self._con.execute("DROP TABLE batch")
 
     def records(self) -> list[dict[str, object]]:
         """The batch's records as Python values (for tests and debugging); empties docs."""
@@ -195,6 +233,9 @@ class Normaliser:
         return rows
 
 _TIMESTAMPS = {"captured_at", "captured_local", "gps_time"}
+# The record of a file the normaliser failed on: its error and its exiftool output.
+_FAILED = {"asset_id": "asset_id", "error": "CAST(? AS VARCHAR) AS error",
+           "keywords": "'{}' AS keywords", "raw": "doc AS raw"}
 
 
 def _check_zone(con: duckdb.DuckDBPyConnection, zone: str | None) -> None:

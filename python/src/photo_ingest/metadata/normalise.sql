@@ -16,10 +16,13 @@ CREATE TABLE makes (key VARCHAR PRIMARY KEY, name VARCHAR);  -- upper(make) -> d
 -- trimmed, inner runs of white space collapsed, empty -> NULL
 CREATE MACRO pi_clean(v) AS nullif(trim(regexp_replace(v, '\s+', ' ', 'g')), '');
 
--- '+02:00' / '-0530' / 'Z' (already extracted) -> minutes east of UTC; NULL if impossible
+-- '+02:00' / '-0530' / 'Z' (already extracted) -> minutes east of UTC; NULL if impossible:
+-- minutes 60 and up, or beyond the offsets in use on Earth (-12:00 .. +14:00)
 CREATE MACRO pi_minutes(s) AS CASE
     WHEN s = 'Z' THEN 0
-    WHEN TRY_CAST(substr(s, 2, 2) AS INTEGER) * 60 + TRY_CAST(right(s, 2) AS INTEGER) <= 840
+    WHEN TRY_CAST(right(s, 2) AS INTEGER) < 60
+         AND TRY_CAST(substr(s, 2, 2) AS INTEGER) * 60 + TRY_CAST(right(s, 2) AS INTEGER)
+             <= CASE WHEN starts_with(s, '-') THEN 720 ELSE 840 END
         THEN CASE WHEN starts_with(s, '-') THEN -1 ELSE 1 END
              * (TRY_CAST(substr(s, 2, 2) AS INTEGER) * 60 + TRY_CAST(right(s, 2) AS INTEGER))
 END;
@@ -34,24 +37,37 @@ CREATE MACRO pi_date(n, kind, src, v, subsec, off_a, off_a_src, off_b, off_b_src
     'n': n, 'kind': kind, 'src': src, 'v': v, 'subsec': subsec, 'off_a': off_a,
     'off_a_src': off_a_src, 'off_b': off_b, 'off_b_src': off_b_src, 'utc': utc};
 
--- a JSON value that is a list or a single item -> list of trimmed, non-empty text
-CREATE MACRO pi_list(j) AS list_filter(list_transform(
-    CASE WHEN j IS NULL THEN []
-         WHEN json_type(j) = 'ARRAY' THEN json_extract_string(j, '$[*]')
-         ELSE [json_extract_string(j, '$')] END,
-    lambda x: pi_clean(x)), lambda x: x IS NOT NULL);
+-- a JSON value that is a list or a single item -> list of trimmed, non-empty text (objects
+-- and nested lists are not keywords)
+CREATE MACRO pi_list(j) AS list_filter(list_transform(list_filter(
+    CASE WHEN j IS NULL THEN [] WHEN json_type(j) = 'ARRAY' THEN json_extract(j, '$[*]')
+         ELSE [j] END,
+    lambda x: json_type(x) NOT IN ('OBJECT', 'ARRAY', 'NULL')),
+    lambda x: pi_clean(json_extract_string(x, '$'))), lambda x: x IS NOT NULL);
 -- without repeats, in order
 CREATE MACRO pi_distinct(l) AS list_filter(l, lambda x, i: list_position(l, x) = i);
 
--- the first number in a value ('3200', '100 100', '[3200]')
+-- the first number of a value ('3200', '100 100', '[3200]'); nothing out of an object
 CREATE MACRO pi_number(v) AS TRY_CAST(regexp_extract(CAST(v AS VARCHAR),
-                                                     '(-?\d+(?:\.\d+)?)', 1) AS DOUBLE);
-CREATE MACRO pi_positive(v) AS CASE WHEN v > 0 THEN v END;
+                                                     '^\[?\s*(-?\d+(?:\.\d+)?)', 1) AS DOUBLE);
+-- a measure: positive and finite (exiftool writes 'inf' for a rational over zero)
+CREATE MACRO pi_positive(v) AS CASE WHEN v > 0 AND isfinite(v) THEN v END;
+-- a whole number within a column's type, or NULL (never a failed cast: that sinks a batch)
+CREATE MACRO pi_whole(v, lo, hi) AS CASE WHEN v BETWEEN lo AND hi AND v = floor(v)
+                                         THEN TRY_CAST(v AS BIGINT) END;
+-- a moment Python and PostgreSQL both hold: years 1 to 9999
+-- width and height, both whole pixels that fit an integer column, or nothing
+CREATE MACRO pi_size(w, h) AS CASE WHEN pi_whole(w, 1, 2147483647) IS NOT NULL
+                                        AND pi_whole(h, 1, 2147483647) IS NOT NULL
+                                   THEN {'w': w, 'h': h} END;
+-- (compared, not by year(): that says 1 for 1 BC; TIMESTAMPTZ compares in UTC, the setting)
+CREATE MACRO pi_in_calendar(ts) AS CASE WHEN ts >= TIMESTAMP '0001-01-01'
+                                             AND ts < TIMESTAMP '10000-01-01' THEN ts END;
 
 -- exposure time for people: exiftool's own rule, '1/250' up to a quarter second, else '0.5', '2'
 CREATE MACRO pi_exposure(t) AS CASE
     WHEN t <= 0 THEN NULL
-    WHEN t < 0.25001 THEN '1/' || CAST(round(1 / t) AS BIGINT)
+    WHEN t < 0.25001 THEN '1/' || TRY_CAST(round(1 / t) AS BIGINT)
     ELSE regexp_replace(printf('%.1f', t), '\.0$', '')
 END;
 
@@ -191,8 +207,9 @@ WHERE v IS NOT NULL;
 
 CREATE VIEW date_values AS
 SELECT asset_id, seq, n, kind, src, off_a_src, off_b_src, utc,
-    try_strptime(replace(wall_text, 'T', ' '), '%Y:%m:%d %H:%M:%S')
-        + to_microseconds(coalesce(TRY_CAST(rpad(left(fraction, 6), 6, '0') AS BIGINT), 0))
+    -- year 0000 parses (as 1 BC) but is no date a camera means
+    pi_in_calendar(try_strptime(replace(wall_text, 'T', ' '), '%Y:%m:%d %H:%M:%S')
+        + to_microseconds(coalesce(TRY_CAST(rpad(left(fraction, 6), 6, '0') AS BIGINT), 0)))
         AS wall,
     pi_minutes(inline_text) AS inline_m,
     pi_minutes(a_text) AS a_m,
@@ -238,8 +255,8 @@ SELECT
     } END AS camera,
     pi_clean(coalesce(t."EXIF:SerialNumber", t."MakerNotes:SerialNumber",
                       t."MakerNotes:InternalSerialNumber", t."XMP:SerialNumber")) AS serial,
-    CAST(round(coalesce(t."MakerNotes:ShutterCount", t."MakerNotes:ImageCount",
-                        t."XMP:ImageNumber")) AS BIGINT) AS shutter_count,
+    TRY_CAST(round(coalesce(t."MakerNotes:ShutterCount", t."MakerNotes:ImageCount",
+                            t."XMP:ImageNumber")) AS BIGINT) AS shutter_count,
     list_filter([pi_clean(t."EXIF:LensModel"), pi_clean(t."Composite:PhotoIngestLens"),
                  pi_clean(t."MakerNotes:LensModel"), pi_clean(t."XMP:LensModel"),
                  pi_clean(t."XMP:Lens"), pi_clean(t."MakerNotes:Lens")],
@@ -255,41 +272,33 @@ SELECT
     pi_positive(coalesce(pi_positive(t."EXIF:FocalLengthIn35mmFormat"),
                          pi_positive(t."XMP:FocalLengthIn35mmFormat"),
                          t."Composite:FocalLength35efl")) AS focal_length_35mm,
-    CAST(t."EXIF:Flash" AS INTEGER) AS flash,
-    CASE WHEN t."EXIF:Flash" IS NOT NULL THEN CAST(t."EXIF:Flash" AS INTEGER) % 2 = 1
+    pi_whole(t."EXIF:Flash", 0, 65535) AS flash,  -- a 16-bit field of flags
+    CASE WHEN t."EXIF:Flash" IS NOT NULL THEN pi_whole(t."EXIF:Flash", 0, 65535) % 2 = 1
          ELSE TRY_CAST(t."XMP:FlashFired" AS BOOLEAN) END AS flash_fired,
     coalesce(
-        CASE WHEN regexp_matches(t."Composite:ImageSize", '^\d+[ x]\d+$') THEN
-            {'w': CAST(regexp_extract(t."Composite:ImageSize", '^(\d+)', 1) AS DOUBLE),
-             'h': CAST(regexp_extract(t."Composite:ImageSize", '(\d+)$', 1) AS DOUBLE)} END,
-        CASE WHEN t."File:ImageWidth" > 0 AND t."File:ImageHeight" > 0 THEN
-            {'w': t."File:ImageWidth", 'h': t."File:ImageHeight"} END,
-        CASE WHEN t."EXIF:ExifImageWidth" > 0 AND t."EXIF:ExifImageHeight" > 0 THEN
-            {'w': t."EXIF:ExifImageWidth", 'h': t."EXIF:ExifImageHeight"} END,
-        CASE WHEN t."QuickTime:ImageWidth" > 0 AND t."QuickTime:ImageHeight" > 0 THEN
-            {'w': t."QuickTime:ImageWidth", 'h': t."QuickTime:ImageHeight"} END,
-        CASE WHEN t."PNG:ImageWidth" > 0 AND t."PNG:ImageHeight" > 0 THEN
-            {'w': t."PNG:ImageWidth", 'h': t."PNG:ImageHeight"} END,
-        CASE WHEN t."EXIF:ImageWidth" > 0 AND t."EXIF:ImageHeight" > 0 THEN
-            {'w': t."EXIF:ImageWidth", 'h': t."EXIF:ImageHeight"} END
+        pi_size(TRY_CAST(regexp_extract(t."Composite:ImageSize", '^(\d+)[ x]\d+$', 1) AS DOUBLE),
+                TRY_CAST(regexp_extract(t."Composite:ImageSize", '^\d+[ x](\d+)$', 1) AS DOUBLE)),
+        pi_size(t."File:ImageWidth", t."File:ImageHeight"),
+        pi_size(t."EXIF:ExifImageWidth", t."EXIF:ExifImageHeight"),
+        pi_size(t."QuickTime:ImageWidth", t."QuickTime:ImageHeight"),
+        pi_size(t."PNG:ImageWidth", t."PNG:ImageHeight"),
+        pi_size(t."EXIF:ImageWidth", t."EXIF:ImageHeight")
     ) AS size,
     coalesce(
-        CASE WHEN coalesce(t."EXIF:Orientation", t."XMP:Orientation") BETWEEN 1 AND 8 THEN
-            CAST(coalesce(t."EXIF:Orientation", t."XMP:Orientation") AS SMALLINT) END,
+        pi_whole(coalesce(t."EXIF:Orientation", t."XMP:Orientation"), 1, 8),
         -- a video's rotation matrix, as the EXIF orientation that displays it the same way
-        CASE CAST(t."Composite:Rotation" AS INTEGER)
+        CASE TRY_CAST(t."Composite:Rotation" AS INTEGER)
             WHEN 0 THEN 1 WHEN 90 THEN 6 WHEN 180 THEN 3 WHEN 270 THEN 8 END
     ) AS orientation,
     CASE WHEN lat BETWEEN -90 AND 90 AND lon BETWEEN -180 AND 180
               AND NOT (lat = 0 AND lon = 0) THEN  -- 0,0: a receiver without a fix
-        {'lat': lat, 'lon': lon, 'alt': alt} END AS gps,
+        {'lat': lat, 'lon': lon, 'alt': CASE WHEN isfinite(alt) THEN alt END} END AS gps,
     pi_positive(coalesce(t."QuickTime:Duration", t."M2TS:Duration", t."RIFF:Duration",
                          t."Matroska:Duration")) AS duration,
     pi_codec(codec_id) AS video_codec,
     pi_positive(coalesce(t."QuickTime:VideoFrameRate", t."RIFF:VideoFrameRate",
                          t."RIFF:FrameRate", t."Matroska:VideoFrameRate")) AS frame_rate,
-    CASE WHEN coalesce(t."XMP:Rating", t."EXIF:Rating") BETWEEN -1 AND 5 THEN
-        CAST(coalesce(t."XMP:Rating", t."EXIF:Rating") AS SMALLINT) END AS rating,
+    pi_whole(coalesce(t."XMP:Rating", t."EXIF:Rating"), -1, 5) AS rating,
     pi_clean(t."XMP:Label") AS label,
     nullif(coalesce(nullif(pi_list(t."XMP:Subject"), []), pi_list(t."IPTC:Keywords")), [])
         AS keywords
@@ -378,17 +387,17 @@ SELECT
     exiftool_version,
     file_type,
     mime_type,
-    CASE
+    pi_in_calendar(CASE
         WHEN coalesce(cap.off, gps_offset) IS NOT NULL THEN
             timezone('UTC', cap.local - to_minutes(CAST(coalesce(cap.off, gps_offset) AS BIGINT)))
         WHEN cap.utc THEN timezone('UTC', cap.local)
         WHEN zone IS NOT NULL THEN timezone(zone, cap.local)
-    END AS captured_at,
-    CASE
+    END) AS captured_at,
+    pi_in_calendar(CASE
         WHEN cap.utc AND cap.off IS NULL THEN
             CASE WHEN zone IS NOT NULL THEN timezone(zone, timezone('UTC', cap.local)) END
         ELSE cap.local
-    END AS captured_local,
+    END) AS captured_local,
     pi_offset_label(coalesce(cap.off, gps_offset)) AS capture_offset,
     cap_from || cap.source AS capture_source,
     CASE
@@ -406,17 +415,19 @@ SELECT
     serial AS camera_serial,
     shutter_count,
     lens,
-    CAST(round(iso) AS INTEGER) AS iso,
-    round(f_number, 2) AS f_number,
+    TRY_CAST(round(iso) AS INTEGER) AS iso,
+    pi_positive(round(f_number, 2)) AS f_number,  -- 0.004 would round to 0
     exposure_time,
     pi_exposure(exposure_time) AS exposure,
-    round(focal_length, 2) AS focal_length,
-    round(focal_length_35mm, 2) AS focal_length_35mm,
+    pi_positive(round(focal_length, 2)) AS focal_length,  -- 0.004 would round to 0
+    pi_positive(round(focal_length_35mm, 2)) AS focal_length_35mm,  -- 0.004 would round to 0
     flash,
     flash_fired,
     -- width and height as displayed: orientations 5-8 turn the picture by 90 degrees
-    CAST(CASE WHEN orientation BETWEEN 5 AND 8 THEN size.h ELSE size.w END AS INTEGER) AS width,
-    CAST(CASE WHEN orientation BETWEEN 5 AND 8 THEN size.w ELSE size.h END AS INTEGER) AS height,
+    TRY_CAST(CASE WHEN orientation BETWEEN 5 AND 8 THEN size.h ELSE size.w END AS INTEGER)
+        AS width,
+    TRY_CAST(CASE WHEN orientation BETWEEN 5 AND 8 THEN size.w ELSE size.h END AS INTEGER)
+        AS height,
     orientation,
     gps.lat AS gps_latitude,
     gps.lon AS gps_longitude,
