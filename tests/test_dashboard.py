@@ -19,6 +19,7 @@ from photo_ingest.immich.metrics import SyncMetrics
 from photo_ingest.metrics import IngestCollector, MetadataCollector
 from photo_ingest.mirror.metrics import MirrorCollector, VerifyCollector
 from photo_ingest.notify.metrics import NotifyCollector
+from photo_ingest.watch.metrics import WatchMetrics
 
 METRIC = re.compile(r"\bphoto_ingest_[a-z0-9_]+")
 
@@ -39,7 +40,7 @@ def exposed(tmp_path: Path, cli: Callable[..., Any], db: psycopg.Connection[Any]
     for collector in (MirrorCollector, VerifyCollector, NotifyCollector):
         registry.register(collector(db))
     names: set[str] = set()
-    for reg in (registry, SyncMetrics().registry):
+    for reg in (registry, SyncMetrics().registry, WatchMetrics().registry):
         for family in reg.collect():
             suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}
             names |= {family.name + s for s in suffixes.get(family.type, [""])}
@@ -65,7 +66,8 @@ def test_dashboard_model_is_valid_and_laid_out() -> None:
     titles = {p["title"] for p in panels}
     assert {"Ingest throughput", "Sessions per card", "Metadata backlog", "Immich backlog",
             "Failed files by reason", "Last ingest success", "Mirror available",
-            "Mirror backlog", "Last scrub", "Scrub findings", "Notifications"} <= titles
+            "Mirror backlog", "Last scrub", "Scrub findings", "Notifications", "Watcher up",
+            "Files settling", "Watched files"} <= titles
 
 
 def test_dashboard_and_alerts_use_only_real_metrics(exposed: set[str]) -> None:

@@ -231,3 +231,22 @@ def test_events_not_listed_are_not_sent(
     assert receiver.requests == []
     assert run_cli(config, "notify-test").returncode == 0
     assert receiver.requests[0].json()["event"] == "test"
+
+
+def test_a_watch_folder_session_is_notified(
+        tmp_path: Path, notify_config: Callable[..., Path], receiver: Receiver,
+        db: psycopg.Connection[Any]) -> None:
+    inbox = tmp_path / "phone"
+    random_files(inbox / "Camera", 3, 20_000, seed=8)
+    (inbox / "Camera/broken.jpg").write_bytes(b"")  # waits (empty): not part of the session
+    config = notify_config(extra=f'[[watch]]\npath = "{inbox}"\nname = "phone"\n'
+                                 'stable_seconds = 0.2\nafter = "archive"\n'
+                                 f'archive_dir = "{tmp_path}/done"\n')
+    result = run_cli(config, "watch", "--once")
+    assert result.returncode == 0, result.stderr
+    [note] = receiver.requests
+    body = note.json()
+    assert body["title"] == "photo-ingest: watch folder phone completed"
+    assert body["files"]["copied"] == 3 and body["after"] == "archive" and body["watch"] == "phone"
+    assert "Source files: moved to the archive folder once verified" in body["message"]
+    assert db.execute("SELECT count(*) AS n FROM notify_log").fetchone()["n"] == 1

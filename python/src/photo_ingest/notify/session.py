@@ -30,33 +30,68 @@ def session_message(summary: dict[str, Any], card: dict[str, Any] | None = None
     lines = [
         f"Safe to format: {'yes' if safe else 'no'} - {summary.get('safe_reason') or status}",
         f"Card {label}: {status} in {_duration(summary['duration_seconds'])}",
-        f"Files: {files['copied']} copied, {files['duplicate']} already in the library, "
-        f"{files['skipped']} skipped, {files['failed']} failed",
-        f"Bytes: {human_bytes(size['copied'])} copied of {human_bytes(size['total'])}",
+        *_outcome_lines(summary),
     ]
+    for m in summary.get("mirrors", []):
+        lines.append(f"Mirror {_mirror_line(m)}")
+    return Message(
+        event=event, title=title, body="\n".join(lines), **_urgency(event),
+        data={"status": status, "session": summary["session"], "card": label,
+              "source": summary["source"], "safe_to_format": safe,
+              "safe_reason": summary.get("safe_reason"), "files": files, "bytes": size,
+              "duration_seconds": summary["duration_seconds"], "error": summary.get("error"),
+              "failures": _failures(summary)[:MAX_FAILURES],
+              "mirrors": summary.get("mirrors", [])})
+
+
+_AFTER = {"leave": "left in place", "archive": "moved to the archive folder once verified",
+          "delete": "deleted once verified"}
+
+
+def folder_message(summary: dict[str, Any], watch: str, after: str) -> Message:
+    """The end of a watch folder's session: no card to format, but the same counts, and what
+    happens to the folder's files."""
+    status = summary["status"]
+    event = _EVENTS.get(status, "failure")
+    lines = [f"Watch folder {watch}: session {summary['session']} {status} in "
+             f"{_duration(summary['duration_seconds'])}",
+             *_outcome_lines(summary),
+             f"Source files: {_AFTER.get(after, after)}"]
+    return Message(
+        event=event, title=f"photo-ingest: watch folder {watch} {status}",
+        body="\n".join(lines), **_urgency(event),
+        data={"status": status, "session": summary["session"], "watch": watch,
+              "source": summary["source"], "after": after, "files": summary["files"],
+              "bytes": summary["bytes"], "duration_seconds": summary["duration_seconds"],
+              "error": summary.get("error"), "failures": _failures(summary)[:MAX_FAILURES]})
+
+
+def _urgency(event: str) -> dict[str, Any]:
+    return {"priority": {"success": 3, "partial": 4}.get(event, 5),
+            "tags": {"success": ("white_check_mark",), "partial": ("warning",)}
+            .get(event, ("rotating_light",))}
+
+
+def _outcome_lines(summary: dict[str, Any]) -> list[str]:
+    files, size = summary["files"], summary["bytes"]
+    lines = [f"Files: {files['copied']} copied, {files['duplicate']} already in the library, "
+             f"{files['skipped']} skipped, {files['failed']} failed",
+             f"Bytes: {human_bytes(size['copied'])} copied of {human_bytes(size['total'])}"]
     if summary.get("error"):
         lines.append(f"Error: {summary['error']}")
-    failures = [o for o in summary.get("outcomes", []) if o["outcome"] == "failed"]
+    failures = _failures(summary)
     if failures:
         lines.append("Failed:")
         lines += [f"  {o['path']}: {o['reason']}" for o in failures[:MAX_FAILURES]]
         if len(failures) > MAX_FAILURES:
             lines.append(f"  ... and {len(failures) - MAX_FAILURES} more "
                          f"(photo-ingest sessions {summary['session']} --failed)")
-    for m in summary.get("mirrors", []):
-        lines.append(f"Mirror {_mirror_line(m)}")
-    return Message(
-        event=event, title=title, body="\n".join(lines),
-        priority={"success": 3, "partial": 4}.get(event, 5),
-        tags=({"success": ("white_check_mark",), "partial": ("warning",)}
-              .get(event, ("rotating_light",))),
-        data={"status": status, "session": summary["session"], "card": label,
-              "source": summary["source"], "safe_to_format": safe,
-              "safe_reason": summary.get("safe_reason"), "files": files, "bytes": size,
-              "duration_seconds": summary["duration_seconds"], "error": summary.get("error"),
-              "failures": [{"path": o["path"], "reason": o["reason"]}
-                           for o in failures[:MAX_FAILURES]],
-              "mirrors": summary.get("mirrors", [])})
+    return lines
+
+
+def _failures(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"path": o["path"], "reason": o["reason"]}
+            for o in summary.get("outcomes", []) if o["outcome"] == "failed"]
 
 
 def _label(card: dict[str, Any] | None, source: str) -> str:

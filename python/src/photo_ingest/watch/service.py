@@ -29,6 +29,8 @@ from photo_ingest.immich.systemd import Notifier
 from photo_ingest.ingest.layout import display
 from photo_ingest.ingest.pipeline import FileSession, Stopped, Summary
 from photo_ingest.ingest.sessions import Card
+from photo_ingest.notify.send import Notifications
+from photo_ingest.notify.session import folder_message
 from photo_ingest.report import IngestReporter
 from photo_ingest.watch import store
 from photo_ingest.watch.after import After
@@ -103,6 +105,8 @@ class Watcher:
         self.in_batch = False
         self.summaries: list[Summary] = []
         self.reporter = IngestReporter(status=self._progress)
+        # Read now, like the card unit does: the URL is a credential of the unit.
+        self.notes = Notifications.from_config(cfg)
 
     def _folder(self, w: WatchConfig) -> Folder:
         if not w.path.is_dir():
@@ -331,7 +335,7 @@ class Watcher:
         self.metrics.last_ingest.labels(f.watch.name).set(time.time())
         self.metrics.changed()
         if session.ended is not None:  # a fatal problem ended it; the next batch starts anew
-            self.summaries.append(session.ended)
+            self._ended(f, session.ended)
             f.session = None
             if session.ended.status == "interrupted":
                 raise Stopped("SIGTERM")
@@ -357,11 +361,16 @@ class Watcher:
             return
         summary = f.session.close()
         f.session = None
-        self.summaries.append(summary)
+        self._ended(f, summary)
         c = summary.counts
         log.info("watch %s: session %d %s: %d copied, %d duplicate, %d skipped, %d failed",
                  f.watch.name, summary.session, summary.status, c.copied, c.duplicate,
                  c.skipped, c.failed)
+
+    def _ended(self, f: Folder, summary: Summary) -> None:
+        self.summaries.append(summary)
+        if self.notes.enabled:
+            self.notes.send(folder_message(summary.as_json(), f.watch.name, f.watch.after))
 
     # --- after-step -----------------------------------------------------------------
 
