@@ -70,9 +70,11 @@
                 duckdb
                 aiohttp
                 prometheus-client
+                watchdog
                 setuptools
                 pytest
                 pytest-timeout
+                hypothesis
                 pyyaml
                 pillow
                 openapi-core
