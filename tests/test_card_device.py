@@ -7,6 +7,7 @@ import os
 import pwd
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 from conftest import run_cli
+from faults import record
 from helpers import assert_catalog_matches_disk, ingest_json, random_files, sha1, source_hashes
 
 
@@ -226,7 +228,8 @@ def test_card_stays_in_until_the_required_mirror_has_it(
 
 
 @pytest.mark.parametrize(("umask", "file_mode", "dir_mode"),
-                         [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)])
+                         [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)],
+                         ids=["umask0022", "umask0027"])
 def test_library_files_have_the_library_users_owner_and_mode(
         tmp_path: Path, card_device: Callable[..., str], library_user_config: Path,
         library: Path, db: psycopg.Connection[Any], umask: int, file_mode: int,
@@ -234,6 +237,7 @@ def test_library_files_have_the_library_users_owner_and_mode(
     """docs/configuration.md: files 0644 and folders 0755 less the umask (the card unit's
     UMask=0022), owned by card.user; a temp file in .incoming/ is the library file before
     its link, with the same owner and mode: never more readable than the library."""
+    started = time.monotonic()
     content = tmp_path / "content"
     random_files(content / "DCIM/100TEST", 4, 100_000, seed=6)
     device = card_device(content)
@@ -267,3 +271,6 @@ def test_library_files_have_the_library_users_owner_and_mode(
     seen = owners_and_modes()
     assert seen == {p: expected(p) for p in seen}
     assert ".incoming" in seen and "2024" in seen
+    record(f"security: library owner and mode (umask {umask:04o})", 1,
+           f"{len(seen)} files and folders, a crash's temp file included: owner nobody "
+           f"(card.user), files {file_mode:04o}, folders {dir_mode:04o}", started)

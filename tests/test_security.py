@@ -25,6 +25,7 @@ import psycopg
 import pytest
 from conftest import run_cli
 from fake_immich import FakeImmich
+from faults import record
 from helpers import random_files
 from prometheus_client.parser import text_string_to_metric_families
 from support.immich_catalog import sync_argv
@@ -141,7 +142,7 @@ def _run_service(cap: Captured, config: Path, port: int, dsn: str, expected: int
 @pytest.fixture(scope="module")
 def captured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Captured]:
     root = tmp_path_factory.mktemp("security")
-    cap = Captured(paths=[str(root)])
+    cap = Captured(paths=[str(root)], notes={"started": time.monotonic()})
     cap.secrets = {
         "database password": "pw-" + secrets.token_hex(12),
         "wrong database password": "wrongpw-" + secrets.token_hex(12),
@@ -231,6 +232,11 @@ def test_secrets_appear_nowhere(captured: Captured) -> None:
              for what, text in {**captured.texts, **captured.metrics}.items()
              if secret in text]
     assert not leaks, f"secrets found: {leaks}"
+    record("security: secrets never shown", 1,
+           f"0 of {len(captured.secrets)} secrets (API key, DB password, webhook URL; right "
+           f"and wrong) in {len(captured.texts) + len(captured.metrics)} captures: outputs, "
+           "argv, environ, /metrics, textfiles, pg_dump, server log",
+           float(captured.notes["started"]))  # type: ignore[arg-type]
 
 
 def test_failures_say_why_without_the_secret(captured: Captured) -> None:
@@ -345,4 +351,8 @@ def test_metrics_expose_only_documented_names_labels_and_values(captured: Captur
                         problems.append(f"{source}: {s.name}{{{label}={value!r}}} is a path")
     assert seen > 50
     assert not problems, "\n".join(problems)
+    record("security: metrics vs docs/metrics.md", 1,
+           f"{seen} samples from /metrics and {len(captured.metrics) - 1} textfiles: every "
+           "name, label and listed value documented, no path in any label",
+           float(captured.notes["started"]))  # type: ignore[arg-type]
 
