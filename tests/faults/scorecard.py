@@ -39,10 +39,10 @@ STATIC = [
      "ten ended `partial`) is fixed since", "-", "tests/run -m vm -k pull"),
     ("power loss (VM: qemu SIGKILLed, library and PostgreSQL on a cache=unsafe disk)",
      "see docs/vm-test.md",
-     "powerloss: 2/2 recorded runs passed (killed after 8 and 10 of 20 files were "
+     "powerloss: 2/2 recorded runs passed (qemu killed with 8 and 4 of 20 files "
      "catalogued): e2fsck -p clean after the journal replay, every catalogued file complete "
-     "with its SHA-1, nothing partial outside .incoming/, the unsynced control file lost, "
-     "re-plugged: completed without duplicates", "318 s",
+     "with its SHA-1, nothing partial outside .incoming/, the unsynced control file empty; "
+     "re-plugged: completed without duplicates", "262-318 s",
      "python tests/vm/run.py --scenario powerloss"),
     ("security: card mounted ro,nosuid,nodev,noexec, private to the unit", "every run",
      "checked in the VM (`card`: the unit's mount table and PID 1's) and on the host "
