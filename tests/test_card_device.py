@@ -7,6 +7,7 @@ import os
 import pwd
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 from conftest import run_cli
+from faults import record
 from helpers import assert_catalog_matches_disk, ingest_json, random_files, sha1, source_hashes
 
 
@@ -223,3 +225,52 @@ def test_card_stays_in_until_the_required_mirror_has_it(
     assert summary["ejected"] is not None
     files = assert_catalog_matches_disk(db, library)
     assert {p: sha1(nas / p) for p in files} == files
+
+
+@pytest.mark.parametrize(("umask", "file_mode", "dir_mode"),
+                         [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)],
+                         ids=["umask0022", "umask0027"])
+def test_library_files_have_the_library_users_owner_and_mode(
+        tmp_path: Path, card_device: Callable[..., str], library_user_config: Path,
+        library: Path, db: psycopg.Connection[Any], umask: int, file_mode: int,
+        dir_mode: int) -> None:
+    """docs/configuration.md: files 0644 and folders 0755 less the umask (the card unit's
+    UMask=0022), owned by card.user; a temp file in .incoming/ is the library file before
+    its link, with the same owner and mode: never more readable than the library."""
+    started = time.monotonic()
+    content = tmp_path / "content"
+    random_files(content / "DCIM/100TEST", 4, 100_000, seed=6)
+    device = card_device(content)
+    nobody = pwd.getpwnam("nobody").pw_uid
+
+    def owners_and_modes() -> dict[str, tuple[int, int]]:
+        found = {}
+        for dirpath, dirnames, filenames in os.walk(library):
+            for name in dirnames + filenames:
+                st = (Path(dirpath) / name).lstat()
+                found[str((Path(dirpath) / name).relative_to(library))] = \
+                    (st.st_uid, st.st_mode & 0o7777)
+        return found
+
+    def expected(rel: str) -> tuple[int, int]:
+        return nobody, (dir_mode if (library / rel).is_dir() else file_mode)
+
+    # Killed once its third temp file is fsynced: two files published, a temp file left.
+    crashed = run_cli(library_user_config, "ingest", device, umask=umask,
+                      env={**os.environ, "PHOTO_INGEST_FAULT": "copy.fsynced:3"})
+    assert crashed.returncode != 0
+    seen = owners_and_modes()
+    temps = [p for p in seen if p.startswith(".incoming/")]
+    assert len(temps) == 1 and len([p for p in seen if Path(p).suffix == ".JPG"]) == 2, seen
+    assert seen == {p: expected(p) for p in seen}
+
+    done = run_cli(library_user_config, "ingest", device, "--json", umask=umask)
+    assert done.returncode == 0, done.stderr
+    files = assert_catalog_matches_disk(db, library)
+    assert len(files) == 4
+    seen = owners_and_modes()
+    assert seen == {p: expected(p) for p in seen}
+    assert ".incoming" in seen and "2024" in seen
+    record(f"security: library owner and mode (umask {umask:04o})", 1,
+           f"{len(seen)} files and folders, a crash's temp file included: owner nobody "
+           f"(card.user), files {file_mode:04o}, folders {dir_mode:04o}", started)

@@ -89,9 +89,10 @@ class VM:
     """`with VM(image, workdir) as vm:` boots; vm.sh() runs a command in the guest."""
 
     def __init__(self, image: Image, workdir: Path, *, memory: int = 1024, cpus: int = 2,
-                 disks: tuple[Path, ...] = ()) -> None:
+                 disks: tuple[Path, ...] = (), unsafe_disks: tuple[Path, ...] = ()) -> None:
         self.image, self.workdir = image, workdir
         self.memory, self.cpus, self.disks = memory, cpus, disks
+        self.unsafe_disks = unsafe_disks
         self.console = workdir / "console.log"
         self.events: list[dict[str, Any]] = []
         self.boot_seconds = 0.0
@@ -115,6 +116,10 @@ class VM:
                 "-serial", f"file:{self.console}", "-serial", "chardev:agent"]
         for disk in self.disks:
             argv += ["-drive", f"file={disk},format=raw,if=virtio"]
+        # Kept across boots (not -snapshot), and cache=unsafe: qemu ignores the guest's
+        # flushes, so what the guest never wrote out is simply gone when qemu is killed.
+        for disk in self.unsafe_disks:
+            argv += ["-drive", f"file={disk},format=raw,if=virtio,cache=unsafe,snapshot=off"]
         return argv
 
     # -- life cycle --------------------------------------------------------------------
@@ -175,6 +180,14 @@ class VM:
         for conn in ("_qmp", "_agent"):
             if hasattr(self, conn):
                 getattr(self, conn).close()
+
+    def kill(self) -> None:
+        """Pull the plug: SIGKILL qemu, no shutdown, no flush of anything the guest holds."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        self.stop()
 
     def console_tail(self, lines: int = 60) -> str:
         try:

@@ -8,8 +8,11 @@ A failed check raises AssertionError with the facts that contradict it.
 from __future__ import annotations
 
 import json
+import os
+import random
 import re
 import shlex
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -439,11 +442,135 @@ def scenario_superfloppy(image: Image, work: Path, outcome: Outcome) -> None:
     assert card.image_sha1() == before, "the card image was modified"
 
 
+# The power-loss disk: library and PostgreSQL's data together on one virtio disk that
+# survives the guest (not -snapshot) but holds only what the guest really wrote out.
+POWERLOSS_MNT = "/mnt/powerloss"
+PG_DATA = "/var/lib/postgresql"
+PG_UNIT = "postgresql@15-main.service"
+
+
+def mount_powerloss_disk(vm: VM, *, first: bool) -> None:
+    """Put the library and the catalog's data folder on /dev/vdb (bind mounts).
+
+    The guest keeps dirty pages for a minute (writeback and ext4 commit every 60 s): what
+    photo-ingest or PostgreSQL did not fsync stays in the guest's memory and dies with it.
+    On the first boot the image's (empty) library and PostgreSQL cluster are copied there
+    and synced; later boots find them on the disk after the crash."""
+    setup = [
+        "echo 6000 > /proc/sys/vm/dirty_expire_centisecs",  # no procps (sysctl) here
+        "echo 6000 > /proc/sys/vm/dirty_writeback_centisecs",
+        f"systemctl stop {PG_UNIT} postgresql.service",
+        f"mkdir -p {POWERLOSS_MNT}",
+        f"mount -t ext4 -o commit=60 /dev/vdb {POWERLOSS_MNT}",
+    ]
+    if first:
+        setup += [f"cp -a {PG_DATA} {POWERLOSS_MNT}/postgresql",
+                  f"cp -a {LIBRARY} {POWERLOSS_MNT}/library", "sync"]
+    setup += [f"mount --bind {POWERLOSS_MNT}/postgresql {PG_DATA}",
+              f"mount --bind {POWERLOSS_MNT}/library {LIBRARY}",
+              f"systemctl start {PG_UNIT}"]
+    vm.check(" && ".join(setup), timeout=120)
+    vm.wait_until(f"{PSQL} -c 'SELECT 1'", timeout=120, what="PostgreSQL on the library disk")
+
+
+def fsck_host(disk: Path) -> str:
+    """e2fsck the library disk on the host between the boots (the guest has no e2fsprogs),
+    as a boot does: -p (preen) replays the journal and fixes only what an unclean shutdown
+    leaves by design (the superblock's free-block and free-inode counts are not journaled);
+    anything else makes it exit 4 and fails the scenario. Then -n must find it clean."""
+    preen = subprocess.run(["e2fsck", "-f", "-p", str(disk)], capture_output=True, text=True,
+                           check=False)
+    out = preen.stdout + preen.stderr
+    assert preen.returncode in (0, 1), f"e2fsck -p exit {preen.returncode}:\n{out}"
+    again = subprocess.run(["e2fsck", "-f", "-n", str(disk)], capture_output=True, text=True,
+                           check=False)
+    assert again.returncode == 0, f"not clean after e2fsck -p:\n{again.stdout}{again.stderr}"
+    return out
+
+
+def scenario_powerloss(image: Image, work: Path, outcome: Outcome) -> None:
+    """(e) Power lost mid-ingest: qemu SIGKILLed at a random instant after some files were
+    published; after a fresh boot and fsck, every catalogued file is complete with its SHA-1
+    and nothing partial is visible; the card plugged in again completes without duplicates."""
+    seed = int(os.environ.get("PHOTO_INGEST_VM_SEED") or random.randrange(1 << 30))
+    rng = random.Random(seed)
+    card = cards.camera_card(work / "card.img", count=20, size=6 << 20, size_mb=192,
+                             label="POWERLOSS", volume_id="9071055a")
+    before = card.image_sha1()
+    disk = work / "library.img"
+    with open(disk, "wb") as f:
+        f.truncate(1 << 30)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "library", str(disk)], check=True)
+    threshold, delay = rng.randint(2, 8), rng.uniform(0.0, 3.0)
+
+    vm = VM(image, work / "vm1", unsafe_disks=(disk,))
+    with vm:
+        outcome.boot_seconds = vm.boot_seconds
+        mount_powerloss_disk(vm, first=True)
+        vm.plug_usb("card", card.image, serial="READER0005")
+        unit = f"card-ingest@{find_kname(vm, card.label)}.service"
+        wait_unit_started(vm, unit)
+        vm.wait_until(f"test $(find {LIBRARY} -path '*/.incoming' -prune -o -type f -print "
+                      f"| wc -l) -ge {threshold}", timeout=UNIT_TIMEOUT, interval=0.3,
+                      what=f"{threshold} published files")
+        committed = int(sql(vm, "SELECT count(*) FROM assets")[0][0])
+        # The control: bytes written without fsync must be lost, or this is no power loss.
+        vm.check(f"head -c 65536 /dev/urandom > {POWERLOSS_MNT}/unsynced")
+        time.sleep(delay)
+        vm.kill()
+    outcome.note(f"seed {seed}: killed qemu {delay:.1f}s after {threshold}+ files were "
+                 f"published and {committed} catalogued")
+
+    fsck = fsck_host(disk)
+    outcome.note("e2fsck -p: " + " / ".join(line.strip() for line in fsck.splitlines()
+                                            if line.strip()))
+
+    with VM(image, work / "vm2", unsafe_disks=(disk,)) as vm:
+        mount_powerloss_disk(vm, first=False)
+        size = vm.sh(f"stat -c %s {POWERLOSS_MNT}/unsynced").out.strip()
+        control = f"{size} bytes" if size else "gone"
+        assert size in ("", "0"), \
+            f"a file written without fsync kept {size} bytes: the kill lost nothing"
+        survived = check_library(vm, card, exactly=False)
+        rows = assets(vm)
+        lost = {p: d for p, d in rows.items() if survived.get(p) != d}
+        assert not lost, f"catalogued files missing or wrong after the power loss: {lost}"
+        assert len(rows) >= committed, \
+            f"{committed} committed catalog rows before the power loss, {len(rows)} after"
+        temps = [p for p in library_files(vm) if p.startswith(".incoming/")]
+        first = sessions(vm)
+        outcome.note(f"after the reboot: the unsynced control file {control}; "
+                     f"{len(survived)} files in the library, {len(rows)} "
+                     f"catalogued, {len(temps)} temp files in .incoming/, session "
+                     f"{[r['status'] for r in first]}")
+
+        vm.plug_usb("card", card.image, serial="READER0005")
+        unit = f"card-ingest@{find_kname(vm, card.label)}.service"
+        props = wait_unit_ran(vm, unit)
+        log = check_unit_result(vm, unit, props)
+        final = check_library(vm, card)
+        check_catalog(vm, final)
+        assert not [p for p in library_files(vm) if p.startswith(".incoming/")], \
+            "temp files left after the completed run"
+        rows2 = sessions(vm)
+        assert rows2[-1]["status"] == "completed", rows2
+        last = rows2[-1]
+        assert int(last["files_copied"]) + int(last["files_duplicate"]) == len(card.files), last
+        assert int(last["files_duplicate"]) == len(rows), (last, len(rows))
+        assert all(r["status"] != "running" for r in rows2), rows2
+        outcome.note(f"re-plugged: {last['files_copied']} copied, {last['files_duplicate']} "
+                     f"duplicates; sessions {[r['status'] for r in rows2]}")
+        assert "sda" not in block_devices(vm), f"not ejected after the completed session:\n{log}"
+        vm.unplug("card")
+    assert card.image_sha1() == before, "the card image was modified"
+
+
 SCENARIOS: dict[str, Callable[[Image, Path, Outcome], None]] = {
     "card": scenario_card,
     "pull": scenario_pull,
     "untouched": scenario_untouched,
     "superfloppy": scenario_superfloppy,
+    "powerloss": scenario_powerloss,
 }
 
 
