@@ -283,3 +283,28 @@ def test_read_error_on_a_vanished_source_is_an_interruption(
     assert summary["error"] == "stopped by the card's removal (the source disappeared)"
     assert summary["files"]["copied"] == 1
     assert_catalog_matches_disk(db, library)
+
+
+def test_a_stop_signal_while_the_session_ends_is_held_until_it_is_recorded() -> None:
+    """A pulled card: the read error ends the session (interrupted), and systemd's SIGTERM
+    arrives while that end is being written. It must not cut the write short; once the end
+    is recorded, a stop the session did not already honour is handed on."""
+    from photo_ingest.ingest.pipeline import Stopped, stops_deferred
+
+    def stop(signum: int, _frame: object) -> None:
+        raise Stopped(signal.Signals(signum).name)
+
+    before = signal.signal(signal.SIGTERM, stop)
+    written = []
+    try:
+        with stops_deferred(honoured=True):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            written.append("end of an interrupted session")
+        with pytest.raises(Stopped, match="SIGTERM"), stops_deferred(honoured=False):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            written.append("end of a completed session")
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert written == ["end of an interrupted session", "end of a completed session"]

@@ -24,6 +24,7 @@ from typing import Any
 
 from photo_ingest.config import CardConfig, Config, keep_secrets
 from photo_ingest.ingest.card import blkid, identify_device, matches
+from photo_ingest.ingest.pipeline import Stopped
 from photo_ingest.ingest.sessions import Card
 
 log = logging.getLogger(__name__)
@@ -216,9 +217,7 @@ def _as_library_user(user: str | None, work: Callable[[], dict[str, Any]]) -> di
         finally:
             os._exit(code)
     os.close(write_end)
-    with os.fdopen(read_end) as inp:
-        data = inp.read()
-    _, status = os.waitpid(pid, 0)
+    data, status = _result_of(pid, read_end)
     if not data:
         raise DeviceError(f"the ingest as user {user} ended without a result "
                           f"(wait status {status})")
@@ -229,6 +228,30 @@ def _as_library_user(user: str | None, work: Callable[[], dict[str, Any]]) -> di
 
 
 _ERROR = "__error__"
+
+
+def _result_of(pid: int, fd: int) -> tuple[str, int]:
+    """The child's answer and wait status. A stop signal meanwhile (systemd stopping the unit
+    of a pulled card) reaches the child too, which ends its session and answers: wait for
+    that answer rather than leave the session unrecorded and the child orphaned."""
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except Stopped:
+            log.info("stop requested; waiting for the ingest to record where it stopped")
+            continue
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(fd)
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except Stopped:
+            continue
+    return b"".join(chunks).decode(), status
 
 
 def _preload() -> None:

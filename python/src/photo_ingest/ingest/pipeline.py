@@ -13,8 +13,10 @@ import functools
 import logging
 import os
 import shutil
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -57,6 +59,32 @@ class IngestError(RuntimeError):
 
 class Stopped(BaseException):
     """A signal asked us to stop (SIGTERM when the card is pulled or the unit stops)."""
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def stops_deferred(*, honoured: bool) -> Iterator[None]:
+    """Let the session's end be recorded whole: a stop signal (a pulled card's unit being
+    stopped by systemd, a second after the read error that already ended the session) is
+    held until the block is done. It is then handed on, unless HONOURED: the session being
+    closed was itself ended by the stop, which is recorded."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[signal.Signals] = []
+    before = {s: signal.signal(s, lambda signum, _frame: held.append(signal.Signals(signum)))
+              for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+        if held and not honoured:
+            handler = before[held[0]]
+            if callable(handler):
+                handler(held[0], None)
 
 
 class Reporter(Protocol):
@@ -238,7 +266,8 @@ class _Run:
             log.error("session %d %s: %s", self.session, status, error)
         if status == "completed" and self.counts.failed:
             status = "partial"
-        self._close(status, error, self.pending)
+        with stops_deferred(honoured=status == "interrupted"):
+            self._close(status, error, self.pending)
         return Summary(self.session, self.source, os.fsdecode(self.library), status, error,
                        self.counts, time.monotonic() - started, self.outcomes)
 
