@@ -84,13 +84,13 @@ def test_fat_with_errors(tmp_path: Path, library: Path, config: Path,
     assert (good["outcome"], good["library_path"]) == ("duplicate", "2024/06/01/CROSS.JPG")
     # LONGER.JPG: 10 MB by its directory entry, 100 kB by its chain: fusefat says 10 MB,
     # reads 100 kB, then (usually: not on every run of a loaded machine) says 100 kB. The
-    # first run fails it; the second copies what is there, or fails it the same way again.
+    # first run fails it; the second copies what is there, or fails it again for a size or
+    # mtime that moved while it was read.
     longer = out["DCIM/100CANON/LONGER.JPG"]
-    assert longer["outcome"] == "failed"
-    assert longer["reason"].startswith("file changed size while being read: expected 10000000")
+    assert longer["outcome"] == "failed" and "while being read" in longer["reason"], longer
     second = again["DCIM/100CANON/LONGER.JPG"]
-    assert second["outcome"] == "copied" or second["reason"].startswith(
-        "file changed size while being read: expected 10000000"), second
+    assert second["outcome"] == "copied" or (
+        second["outcome"] == "failed" and "while being read" in second["reason"]), second
     bad = out["DCIM/101BAD"]  # the kernel refuses to list a name holding '/'
     assert (bad["outcome"], bad["reason"]) == ("skipped", "unreadable folder: Input/output error")
     # fusefat shows the volume label as an empty file in the root
