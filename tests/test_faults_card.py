@@ -93,7 +93,7 @@ def test_card_fails_mid_copy_then_a_good_read_completes(
                 assert report["error"] == ("stopped by the card's removal "
                                            "(the source disappeared)")
                 assert all(o["reason"].startswith("not attempted: stopped by the card's")
-                           for o in failed)
+                           for o in failed), failed
             row = db.execute("SELECT status, error FROM ingest_sessions").fetchone()
             assert row is not None and row["status"] == report["status"]
             with fuse_card(card_source, tmp_path / f"mnt{n}") as mnt:   # a good read

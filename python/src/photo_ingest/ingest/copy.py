@@ -96,9 +96,10 @@ def copy_to_temp(src: bytes, incoming: bytes, *, expected_size: int, buffer_size
         sha1, written = _pump(sfd, dfd, buffer_size, progress)
         faults.point("copy.written")
         if written != expected_size:
+            _fstat_source(sfd)  # a card pulled mid-read ends early: say so, not "changed"
             raise SourceError(errno.EIO, f"file changed size while being read: expected "
                                          f"{expected_size} bytes, read {written}")
-        if _identity(os.fstat(sfd)) != before:
+        if _identity(_fstat_source(sfd)) != before:
             # Rewritten in place (a directory source in use): the bytes read may mix old
             # and new content. Fail it; the next run copies it whole.
             raise SourceError(errno.EIO, "file was modified while being read")
@@ -212,6 +213,15 @@ def _fsync(fd: int) -> None:
         os.fsync(fd)
     except OSError as exc:
         raise _dest_error(exc, "fsync of the copy failed") from exc
+
+
+def _fstat_source(fd: int) -> os.stat_result:
+    """fstat of the source; a source whose filesystem is gone (ENOTCONN, ENODEV …) raises
+    the SourceError the pipeline takes for a pulled card."""
+    try:
+        return os.fstat(fd)
+    except OSError as exc:
+        raise SourceError(exc.errno, f"reading the source failed: {exc.strerror}") from exc
 
 
 def _dest_error(exc: OSError, what: str) -> OSError:
