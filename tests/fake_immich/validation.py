@@ -247,13 +247,17 @@ def _flatten(exc: BaseException, prefix: str = "") -> list[Problem]:
     return [Problem(f"{type(exc).__name__}: {exc}{cause}", location, type(exc).__name__)]
 
 
+class SpecMissing(FileNotFoundError):
+    """Immich's OpenAPI document is not where the fake looks for it."""
+
+
 class ImmichSpec:
     """The patched document, its operations and openapi-core validators."""
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or spec_path()
         if not self.path.is_file():
-            raise FileNotFoundError(
+            raise SpecMissing(
                 f"Immich OpenAPI document not found at {self.path}; the fake Immich needs "
                 "the repository's sibling shared/immich/openapi.json (or IMMICH_OPENAPI_SPEC)")
         self.raw: dict[str, Any] = json.loads(self.path.read_text())
