@@ -13,23 +13,21 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import date, datetime
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from photo_ingest import catalog, config
+from photo_ingest.exits import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from photo_ingest.report import IngestReporter, human_bytes, setup_logging
 
 if TYPE_CHECKING:
-    from prometheus_client.registry import Collector
 
     from photo_ingest.metadata.normalise import Settings
 
 log = logging.getLogger("photo_ingest")
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -146,13 +144,14 @@ def _positive_int(text: str) -> int:
 def _cmd_ingest(cfg: config.Config, args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from photo_ingest.immich.systemd import Notifier
     from photo_ingest.ingest.device import DeviceError, ingest_card, is_block_device
     from photo_ingest.ingest.pipeline import IngestError, Stopped, ingest
     from photo_ingest.ingest.sessions import Card
+    from photo_ingest.metrics import refresh_textfile
     from photo_ingest.mirror.session import after_session
     from photo_ingest.notify.send import Notifications
     from photo_ingest.notify.session import session_message
+    from photo_ingest.sdnotify import Notifier
 
     if args.library:
         cfg = replace(cfg, library=replace(cfg.library, path=args.library))
@@ -175,12 +174,12 @@ def _cmd_ingest(cfg: config.Config, args: argparse.Namespace) -> int:
         summary.update(after_session(cfg, summary))  # mirrors; safe to format?
         # Here, not in the root parent of a card: this process is the catalog's user, and
         # the metrics are written before an eject makes systemd stop the card's unit.
-        _write_textfile(cfg, "ingest")
+        refresh_textfile(cfg, "ingest")
         if cfg.mirrors:
-            _write_textfile(cfg, "mirror")
+            refresh_textfile(cfg, "mirror")
         if notes.enabled:
             notes.send(session_message(summary, vars(card) if card else None))
-            _write_textfile(cfg, "notify")
+            refresh_textfile(cfg, "notify")
         return summary
 
     try:
@@ -210,25 +209,6 @@ def _cmd_ingest(cfg: config.Config, args: argparse.Namespace) -> int:
         elif report.get("left_alone"):
             print(f"card left in place: {report['left_alone']}")
     return EXIT_OK if summary["safe_to_format"] else EXIT_FAILED
-
-
-def _write_textfile(cfg: config.Config, job: str) -> None:
-    """Refresh JOB's node-exporter textfile, if configured; a failure here is only logged."""
-    if cfg.metrics.textfile_dir is None:
-        return
-    from photo_ingest.metrics import IngestCollector, MetadataCollector, write_textfile
-    from photo_ingest.mirror.metrics import MirrorCollector, VerifyCollector
-    from photo_ingest.notify.metrics import NotifyCollector
-
-    collectors: dict[str, Callable[[Any], Collector]] = {
-        "ingest": IngestCollector, "metadata": MetadataCollector, "mirror": MirrorCollector,
-        "verify": VerifyCollector, "notify": NotifyCollector}
-    collector = collectors[job]
-    try:
-        with catalog.connect(cfg.database.conninfo()) as conn:
-            write_textfile(cfg.metrics.textfile_dir, job, collector(conn))
-    except (OSError, catalog.CatalogError) as exc:
-        log.warning("could not write metrics to %s: %s", cfg.metrics.textfile_dir, exc)
 
 
 def _print_summary(s: dict[str, Any]) -> None:
@@ -374,6 +354,7 @@ def _metadata_settings(cfg: config.Config) -> Settings:
 def _cmd_extract(cfg: config.Config, args: argparse.Namespace) -> int:
     from photo_ingest.metadata.extractor import ExifToolUnavailable
     from photo_ingest.metadata.run import Extraction, Options
+    from photo_ingest.metrics import refresh_textfile
 
     stop = threading.Event()
 
@@ -392,7 +373,7 @@ def _cmd_extract(cfg: config.Config, args: argparse.Namespace) -> int:
     except ExifToolUnavailable as exc:
         log.error("%s", exc)
         return EXIT_UNAVAILABLE
-    _write_textfile(cfg, "metadata")
+    refresh_textfile(cfg, "metadata")
     data = summary.as_json()
     if args.json:
         print_json(data)

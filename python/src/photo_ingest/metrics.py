@@ -8,8 +8,9 @@ textfile written by any station tells the whole truth.
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,10 @@ from prometheus_client import CollectorRegistry, write_to_textfile
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from photo_ingest.config import Config
 from photo_ingest.ingest.sessions import failure_class
+
+log = logging.getLogger(__name__)
 
 
 class IngestCollector(Collector):
@@ -173,3 +177,22 @@ class MetadataCollector(Collector):
             yield GaugeMetricFamily("photo_ingest_metadata_last_success_timestamp_seconds",
                                     "When an asset's metadata was last extracted",
                                     value=row["last"])
+
+
+def refresh_textfile(cfg: Config, job: str) -> None:
+    """Refresh JOB's node-exporter textfile from the catalog, if configured; a failure here
+    is only logged (metrics never fail the job they describe)."""
+    if cfg.metrics.textfile_dir is None:
+        return
+    from photo_ingest import catalog
+    from photo_ingest.mirror.metrics import MirrorCollector, VerifyCollector
+    from photo_ingest.notify.metrics import NotifyCollector
+
+    collectors: dict[str, Callable[[Any], Collector]] = {
+        "ingest": IngestCollector, "metadata": MetadataCollector, "mirror": MirrorCollector,
+        "verify": VerifyCollector, "notify": NotifyCollector}
+    try:
+        with catalog.connect(cfg.database.conninfo()) as conn:
+            write_textfile(cfg.metrics.textfile_dir, job, collectors[job](conn))
+    except (OSError, catalog.CatalogError) as exc:
+        log.warning("could not write metrics to %s: %s", cfg.metrics.textfile_dir, exc)

@@ -17,11 +17,10 @@ from typing import Any
 
 from photo_ingest import config
 from photo_ingest.cli import print_json as _print_json
+from photo_ingest.exits import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from photo_ingest.immich.config import ImmichConfig, load_immich, parse_immich, read_raw
 
 log = logging.getLogger("photo_ingest")
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
 NOT_CONFIGURED = ("Immich sync is not configured: set immich.url and immich.api_key_file "
                   "in the configuration file (see docs/immich.md)")
@@ -62,7 +61,7 @@ def immich_config(cfg: config.Config, args: argparse.Namespace | None = None) ->
 
 def cmd_sync(cfg: config.Config, args: argparse.Namespace) -> int:
     from photo_ingest.immich.sync import run
-    from photo_ingest.immich.systemd import Notifier
+    from photo_ingest.sdnotify import Notifier
 
     icfg = immich_config(cfg, args)
     if not icfg.enabled:

@@ -58,7 +58,7 @@ from photo_ingest.immich.client import (
 from photo_ingest.immich.config import ImmichConfig
 from photo_ingest.immich.metrics import SyncMetrics
 from photo_ingest.immich.store import Item, Store
-from photo_ingest.immich.systemd import Notifier
+from photo_ingest.sdnotify import Notifier
 
 log = logging.getLogger("photo_ingest.immich")
 

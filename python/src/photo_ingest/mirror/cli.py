@@ -13,11 +13,10 @@ from types import FrameType
 from typing import Any
 
 from photo_ingest import catalog, config
+from photo_ingest.exits import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
 from photo_ingest.report import human_bytes
 
 log = logging.getLogger("photo_ingest")
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 
 
 def add_commands(sub: Any) -> None:
@@ -84,8 +83,8 @@ def _stop_on_signals() -> None:
 
 
 def cmd_mirror(cfg: config.Config, args: argparse.Namespace) -> int:
-    from photo_ingest.cli import _write_textfile as write_textfile
     from photo_ingest.cli import print_json
+    from photo_ingest.metrics import refresh_textfile
     from photo_ingest.mirror.destination import Unavailable, init_destination
     from photo_ingest.mirror.run import catch_up
 
@@ -106,7 +105,7 @@ def cmd_mirror(cfg: config.Config, args: argparse.Namespace) -> int:
     _stop_on_signals()
     with catalog.connect(cfg.database.conninfo()) as conn:
         reports = catch_up(cfg, conn, mirrors, retry_failed=args.retry_failed)
-    write_textfile(cfg, "mirror")
+    refresh_textfile(cfg, "mirror")
     if args.json:
         print_json({"mirrors": [r.as_json() for r in reports]})
     else:
@@ -133,8 +132,8 @@ def _chosen(cfg: config.Config, name: str | None) -> list[Any]:
 
 
 def cmd_verify(cfg: config.Config, args: argparse.Namespace) -> int:
-    from photo_ingest.cli import _write_textfile as write_textfile
     from photo_ingest.cli import print_json
+    from photo_ingest.metrics import refresh_textfile
     from photo_ingest.mirror.verify import destinations, scrub
 
     names = destinations(cfg, args.destination)
@@ -146,7 +145,7 @@ def cmd_verify(cfg: config.Config, args: argparse.Namespace) -> int:
             for name in names:
                 results.append(scrub(cfg, conn, name, sample))
     finally:
-        write_textfile(cfg, "verify")
+        refresh_textfile(cfg, "verify")
     if args.json:
         print_json({"destinations": [r.as_json() for r in results]})
     else:
@@ -162,8 +161,8 @@ def cmd_verify(cfg: config.Config, args: argparse.Namespace) -> int:
 
 
 def cmd_backlog_check(cfg: config.Config, args: argparse.Namespace) -> int:
-    from photo_ingest.cli import _write_textfile as write_textfile
     from photo_ingest.cli import print_json
+    from photo_ingest.metrics import refresh_textfile
     from photo_ingest.notify.send import Notifications
     from photo_ingest.notify.stalls import check
 
@@ -172,7 +171,7 @@ def cmd_backlog_check(cfg: config.Config, args: argparse.Namespace) -> int:
         now, changes = check(cfg, conn)
     for change in changes:
         notes.send(change.message(cfg.notify.stall_minutes))
-    write_textfile(cfg, "notify")
+    refresh_textfile(cfg, "notify")
     if args.json:
         print_json({"backlogs": {k: {"waiting": b, "done": d} for k, (b, d) in now.items()},
                     "changes": [{"backlog": c.kind, "stalled": c.stalled} for c in changes]})

@@ -8,7 +8,7 @@ import os
 import socket
 from collections.abc import Mapping
 
-log = logging.getLogger("photo_ingest.immich")
+log = logging.getLogger(__name__)
 
 
 class Notifier:
