@@ -20,7 +20,13 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from photo_ingest import catalog, config
-from photo_ingest.exits import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
+from photo_ingest.cli_shared import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    positive_int,
+)
 from photo_ingest.report import IngestReporter, human_bytes, setup_logging
 
 if TYPE_CHECKING:
@@ -108,11 +114,11 @@ def _parser() -> argparse.ArgumentParser:
                        "record with exiftool, normalise it and store it in the catalog. "
                        "Re-running does only what is left; failed files are tried again "
                        "only when they change, or with --retry-failed.")
-    c.add_argument("--workers", type=_positive_int, help="exiftool processes "
+    c.add_argument("--workers", type=positive_int, help="exiftool processes "
                    "(default: metadata.workers, the number of CPUs)")
-    c.add_argument("--batch-size", type=_positive_int, help="files per exiftool call and "
+    c.add_argument("--batch-size", type=positive_int, help="files per exiftool call and "
                    "per transaction (default: metadata.batch_size)")
-    c.add_argument("--limit", type=_positive_int, help="do at most this many assets")
+    c.add_argument("--limit", type=positive_int, help="do at most this many assets")
     c.add_argument("--retry-failed", action="store_true",
                    help="also try again every file whose extraction failed")
     c.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
@@ -131,14 +137,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
 
 
 def _cmd_ingest(cfg: config.Config, args: argparse.Namespace) -> int:

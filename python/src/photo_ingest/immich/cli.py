@@ -17,7 +17,13 @@ from typing import Any
 
 from photo_ingest import config
 from photo_ingest.cli import print_json as _print_json
-from photo_ingest.exits import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
+from photo_ingest.cli_shared import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    positive_int,
+)
 from photo_ingest.immich.config import ImmichConfig, load_immich, parse_immich, read_raw
 
 log = logging.getLogger("photo_ingest")
@@ -38,7 +44,7 @@ def add_commands(sub: Any) -> None:
                    help="drain the backlog and exit instead of running as a service")
     c.add_argument("--retry-failed", action="store_true",
                    help="first put failed, trashed and skipped assets back in the queue")
-    c.add_argument("--workers", type=_positive_int,
+    c.add_argument("--workers", type=positive_int,
                    help="concurrent uploads (default: immich.workers, 4)")
     c.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     c.set_defaults(func=cmd_sync)
@@ -182,14 +188,6 @@ def status(conn: Any, cfg: config.Config, args: argparse.Namespace | None = None
     return immich_status(conn, icfg)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
 
 
 def load(path: Path | None) -> config.Config:

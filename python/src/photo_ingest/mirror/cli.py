@@ -13,7 +13,13 @@ from types import FrameType
 from typing import Any
 
 from photo_ingest import catalog, config
-from photo_ingest.exits import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE
+from photo_ingest.cli_shared import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    non_negative_int,
+)
 from photo_ingest.report import human_bytes
 
 log = logging.getLogger("photo_ingest")
@@ -42,7 +48,7 @@ def add_commands(sub: Any) -> None:
         "files, records the scrub in the catalog, and never rewrites anything.")
     c.add_argument("--destination", metavar="NAME",
                    help="'library' or a mirror's name (default: all of them)")
-    c.add_argument("--sample", type=_non_negative, metavar="N",
+    c.add_argument("--sample", type=non_negative_int, metavar="N",
                    help="check the N files per destination checked longest ago "
                    "(default: verify.sample; 0: all)")
     c.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
@@ -62,14 +68,6 @@ def add_commands(sub: Any) -> None:
     c.set_defaults(func=cmd_notify_test)
 
 
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
-    return value
 
 
 def _stop_on_signals() -> None:
