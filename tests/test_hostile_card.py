@@ -8,6 +8,7 @@ they are copied fail with a reason and are copied whole by the next run.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import unicodedata
@@ -19,7 +20,7 @@ import psycopg
 import pytest
 from conftest import run_cli
 from helpers import assert_catalog_matches_disk, ingest_json, library_files, sha1
-from support.hostile_card import Expect, build_hostile_card
+from support.hostile_card import Expect, build_hostile_card, read_entry
 
 from photo_ingest import config as config_module
 from photo_ingest.ingest import pipeline
@@ -87,7 +88,7 @@ def test_hostile_card_end_to_end(hostile: tuple[Path, dict[str, Expect]], tmp_pa
             assert got["reason"] and want.reason in got["reason"], (path, got)
         if want.outcome == "copied":
             assert got["library_path"].startswith(want.folder + "/"), (path, got)
-            assert sha1(os.path.join(os.fsencode(card), want.path)) == got["sha1"]
+            assert hashlib.sha1(read_entry(card, want.path)).hexdigest() == got["sha1"]
             assert sha1(library / got["library_path"]) == got["sha1"]
     failed = sum(1 for e in expected.values() if e.outcome == "failed")
     assert summary["status"] == ("partial" if failed else "completed")

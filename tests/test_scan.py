@@ -119,3 +119,42 @@ def test_unreadable_folder_is_reported(tmp_path: Path) -> None:
     finally:
         os.chmod(tmp_path / "DCIM/locked", 0o755)
     assert skipped(result)[b"DCIM/locked"].startswith("unreadable folder")
+
+
+def test_trees_deeper_than_path_max_are_walked_through_shortcuts(tmp_path: Path) -> None:
+    """12,000 bytes of path: the files below are found and readable by their path (through
+    nested shortcuts), keep their real relpath, and the shortcuts go with close()."""
+    level = b"L" * 199
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    rel = b""
+    try:
+        for i in range(60):
+            os.mkdir(level, dir_fd=fd)
+            child = os.open(level, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd, rel = child, rel + level + b"/"
+            if i in (5, 30, 59):
+                out = os.open(b"IMG_%d.JPG" % i, os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+                os.write(out, b"level %d" % i)
+                os.close(out)
+            if i == 45:  # a link deep down is judged like any other
+                os.symlink(b"../" + level, b"UP.JPG", dir_fd=fd)
+    finally:
+        os.close(fd)
+    result = scan(tmp_path, DEFAULT_EXTENSIONS)
+    try:
+        found = {f.relpath: f for f in result.files}
+        assert set(found) == {(level + b"/") * (i + 1) + b"IMG_%d.JPG" % i
+                              for i in (5, 30, 59)}
+        assert len(max(found, key=len)) > 12_000
+        for relpath, f in found.items():
+            assert len(f.path) < 4096
+            with open(f.path, "rb") as fh:
+                assert fh.read() == b"level " + relpath.split(b"_")[-1].split(b".")[0]
+        assert list(skipped(result).values()) == [
+            "symlink: not followed (its target inside the source is scanned itself)"]
+        shortcuts = result.shortcuts.folder
+        assert shortcuts is not None and len(os.listdir(shortcuts)) >= 3  # nested 3 deep
+    finally:
+        result.close()
+    assert not os.path.lexists(shortcuts)

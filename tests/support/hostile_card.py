@@ -9,7 +9,8 @@ The entries (docs/hostile-input.md lists them with their results):
   255 bytes when normalised to NFC;
 * special entries: a zero-byte file, a hard link, symlinks out of the card, to a sibling, in
   a loop and dangling, a FIFO, character and block device nodes (as root);
-* a tree deeper than PATH_MAX, with a file half way down and one past the limit;
+* a tree of about 9,000 bytes of path, more than twice PATH_MAX, with files half way down,
+  just past the limit and at the bottom;
 * `DCIM/100CANON/IMG_0001.JPG` again in `DCIM/101CANON` (same bytes) and `dcim/100CANON`
   (other bytes);
 * real media written by exiftool (support.samplecard): truncated JPEG, CR2 and MP4; dates of
@@ -127,31 +128,51 @@ def _year(mtime: float) -> str:
 
 
 def _deep(card: _Card, rng: random.Random) -> None:
-    """DCIM/deep/ddd…/ddd…/…: a file half way down, one past PATH_MAX (made by dir fds)."""
-    base = card.root
+    """DCIM/deep/ddd…/…, 300 levels (about 9,000 bytes of path, made through folder
+    handles): a file half way to PATH_MAX, one just past it, one at the bottom. All three
+    must be copied."""
     level = b"d" * 29
     rel = b"DCIM/deep"
-    os.makedirs(os.path.join(base, rel))
-    fd = os.open(os.path.join(base, rel), os.O_RDONLY | os.O_DIRECTORY)
-    unreachable = None
+    os.makedirs(os.path.join(card.root, rel))
+    fd = os.open(os.path.join(card.root, rel), os.O_RDONLY | os.O_DIRECTORY)
+    past = False
     try:
-        for i in range(150):
+        for i in range(300):
             os.mkdir(level, dir_fd=fd)
             child = os.open(level, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
             os.close(fd)
             fd, rel = child, rel + b"/" + level
-            if unreachable is None and len(base) + 1 + len(rel) >= PATH_MAX:
-                unreachable = rel  # the first entry whose full path the kernel refuses
-            if i == 60:
-                card.put(rel + b"/DEEP.JPG", rng.randbytes(1000),
-                    Expect("copied", folder="2024/06/01"))
-        wfd = os.open(b"BOTTOM.JPG", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
-        os.write(wfd, rng.randbytes(1000))
-        os.close(wfd)
+            if i == 60 or i == 299 or (not past and len(card.root) + len(rel) > PATH_MAX):
+                past = past or i != 60
+                name = b"BOTTOM.JPG" if i == 299 else b"LEVEL%d.JPG" % i
+                _write_at(fd, name, rng.randbytes(1000))
+                card.add(rel + b"/" + name, Expect("copied", folder="2024/06/01"))
     finally:
         os.close(fd)
-    assert unreachable is not None
-    card.add(unreachable, Expect("skipped", "File name too long"))
+
+
+def _write_at(folder: int, name: bytes, data: bytes) -> None:
+    out = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=folder)
+    try:
+        os.write(out, data)
+    finally:
+        os.close(out)
+    os.utime(name, (MTIME, MTIME), dir_fd=folder)
+
+
+def read_entry(root: Path | bytes, rel: bytes) -> bytes:
+    """The bytes of the card's entry REL, however deep (opened folder by folder)."""
+    fd = os.open(os.fsencode(root), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        *folders, name = rel.split(b"/")
+        for folder in folders:
+            child = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        with open(os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=fd), "rb") as fh:
+            return fh.read()
+    finally:
+        os.close(fd)
 
 
 def _media(card: _Card, root: Path) -> None:

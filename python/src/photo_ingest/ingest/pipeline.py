@@ -233,6 +233,7 @@ class _Run:
     def attempt(self, find: Callable[[], ScanResult]) -> tuple[str, str | None]:
         """Ingest what FIND returns; ("completed", None), or the fatal status and error."""
         self.pending = []
+        found: ScanResult | None = None
         try:
             found = find()
             self.pending = found.files
@@ -259,6 +260,9 @@ class _Run:
             return "interrupted", f"stopped by {exc or 'interrupt'}"
         except OSError as exc:  # the library itself is unusable (permissions, I/O error)
             return "failed", f"library error: {exc.strerror or exc}"
+        finally:
+            if found is not None:
+                found.close()
         return "completed", None
 
     def end(self, status: str, error: str | None, started: float) -> Summary:

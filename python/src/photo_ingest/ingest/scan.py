@@ -3,12 +3,19 @@
 Paths stay bytes from the walk to the copy, so names that are not UTF-8 survive intact.
 Symlinks are never followed (a card has none; a directory source must not lead us out of
 itself), and anything that is not a regular file or a folder is reported and left alone.
+
+A tree deeper than PATH_MAX is walked too: the kernel refuses a path of 4096 bytes or more,
+so a folder whose path grows long is reached through a shortcut, a symlink in a private
+folder of ours (see _Shortcuts). A file's `path` is then the way to open it; its `relpath`
+stays its real name on the card.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -48,20 +55,63 @@ class Skipped:
     size: int | None = None
 
 
+class _Shortcuts:
+    """Symlinks that stand for folders whose path has grown long.
+
+    A symlink's body may be nearly PATH_MAX long, and the kernel follows links in a path up
+    to 40 deep, each body measured on its own: a shortcut to a shortcut's subfolder reaches
+    about 40 x LONG bytes down, for every process (exiftool too) and without keeping
+    folders open. The folder is private (0700), so nobody can swap a link.
+    """
+
+    LONG = 3072  # longer paths get a shortcut; a name (<= 255 bytes) still fits after it
+
+    def __init__(self) -> None:
+        self.folder: bytes | None = None
+        self.made = 0
+
+    def shorten(self, path: bytes) -> bytes:
+        if len(path) < self.LONG:
+            return path
+        if self.folder is None:
+            self.folder = os.fsencode(tempfile.mkdtemp(prefix="photo-ingest-deep-"))
+        self.made += 1
+        link = os.path.join(self.folder, b"%d" % self.made)
+        os.symlink(path, link)
+        return link
+
+    def close(self) -> None:
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+
+
 @dataclass
 class ScanResult:
     files: list[SourceFile] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    shortcuts: _Shortcuts = field(default_factory=_Shortcuts)
 
     @property
     def total_bytes(self) -> int:
         return sum(f.size + sum(s.size for s in f.sidecars) for f in self.files)
 
+    def close(self) -> None:
+        """Removes the shortcuts to deep folders: the files' paths below them go too."""
+        self.shortcuts.close()
+
 
 def scan(source: str | bytes, extensions: Mapping[str, tuple[str, ...]]) -> ScanResult:
-    """Everything under SOURCE, sorted by relative path."""
+    """Everything under SOURCE, sorted by relative path. Close the result after use."""
     root = os.path.abspath(os.fsencode(source))
-    return _classify(root, _walk(root), extensions)
+    shortcuts = _Shortcuts()
+    try:
+        result = _classify(root, _walk(root, shortcuts), extensions)
+    except BaseException:
+        shortcuts.close()
+        raise
+    result.shortcuts = shortcuts
+    return result
 
 
 def scan_files(source: str | bytes, paths: Iterable[bytes],
@@ -74,8 +124,7 @@ def scan_files(source: str | bytes, paths: Iterable[bytes],
     return _classify(root, _stat_each(root, paths), extensions)
 
 
-def _stat_each(root: bytes, paths: Iterable[bytes],
-               ) -> Iterator[tuple[bytes, os.stat_result | str]]:
+def _stat_each(root: bytes, paths: Iterable[bytes]) -> Iterator[Entry]:
     for path in paths:
         rel = os.path.relpath(path, root)
         try:
@@ -83,29 +132,32 @@ def _stat_each(root: bytes, paths: Iterable[bytes],
         except FileNotFoundError:
             continue
         except OSError as exc:
-            yield rel, f"cannot stat: {exc.strerror}"
+            yield rel, f"cannot stat: {exc.strerror}", path
             continue
         if stat.S_ISLNK(st.st_mode):
-            yield rel, _symlink_reason(root, path)
+            yield rel, _symlink_reason(root, path), path
         elif stat.S_ISREG(st.st_mode):
-            yield rel, st
+            yield rel, st, path
         elif not stat.S_ISDIR(st.st_mode):
-            yield rel, f"not a regular file: {_special_kind(st.st_mode)}"
+            yield rel, f"not a regular file: {_special_kind(st.st_mode)}", path
 
 
-def _classify(root: bytes, entries: Iterable[tuple[bytes, os.stat_result | str]],
+# (relpath, stat or why it is passed over, the path to open it by)
+Entry = tuple[bytes, os.stat_result | str, bytes]
+
+
+def _classify(root: bytes, entries: Iterable[Entry],
               extensions: Mapping[str, tuple[str, ...]]) -> ScanResult:
     kinds = {ext.encode(): kind for kind, exts in extensions.items() for ext in exts}
     result = ScanResult()
     sidecars: list[Sidecar] = []
-    for rel, st_or_reason in entries:
+    for rel, st_or_reason, path in entries:
         if isinstance(st_or_reason, str):
             result.skipped.append(Skipped(rel, st_or_reason))
             continue
         st = st_or_reason
         name = os.path.basename(rel)
         kind = kinds.get(os.path.splitext(name)[1][1:].lower())
-        path = os.path.join(root, rel)
         if name.startswith(b"._"):
             result.skipped.append(Skipped(rel, "macOS resource fork (._ file)", st.st_size))
         elif kind is None:
@@ -123,41 +175,41 @@ def _classify(root: bytes, entries: Iterable[tuple[bytes, os.stat_result | str]]
     return result
 
 
-def _walk(root: bytes) -> Iterator[tuple[bytes, os.stat_result | str]]:
-    """(relpath, stat) for regular files, (relpath, reason) for everything passed over."""
-    stack = [b""]
+def _walk(root: bytes, shortcuts: _Shortcuts) -> Iterator[Entry]:
+    """(relpath, stat, path) for regular files, (relpath, reason, path) for everything
+    passed over."""
+    stack = [(b"", root)]  # (relpath, the path to open it by)
     while stack:
-        rel_dir = stack.pop()
+        rel_dir, at = stack.pop()
         try:
-            entries = sorted(os.scandir(os.path.join(root, rel_dir) if rel_dir else root),
-                             key=lambda e: e.name)
+            entries = sorted(os.scandir(at), key=lambda e: e.name)
         except OSError as exc:
-            yield rel_dir or b".", f"unreadable folder: {exc.strerror}"
+            yield rel_dir or b".", f"unreadable folder: {exc.strerror}", at
             continue
         for entry in entries:
             rel = os.path.join(rel_dir, entry.name) if rel_dir else entry.name
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError as exc:
-                yield rel, f"cannot stat: {exc.strerror}"
+                yield rel, f"cannot stat: {exc.strerror}", entry.path
                 continue
             if stat.S_ISLNK(st.st_mode):
-                yield rel, _symlink_reason(root, entry.path)
+                yield rel, _symlink_reason(root, entry.path), entry.path
             elif stat.S_ISDIR(st.st_mode):
                 if entry.name in SYSTEM_FOLDERS:
-                    yield rel, "system folder"
+                    yield rel, "system folder", entry.path
                 else:
-                    stack.append(rel)
+                    stack.append((rel, shortcuts.shorten(entry.path)))
             elif stat.S_ISREG(st.st_mode):
-                yield rel, st
+                yield rel, st, entry.path
             else:
-                yield rel, f"not a regular file: {_special_kind(st.st_mode)}"
+                yield rel, f"not a regular file: {_special_kind(st.st_mode)}", entry.path
 
 
 def _symlink_reason(root: bytes, path: bytes) -> str:
-    target = os.path.realpath(path)
-    if not os.path.exists(target):
+    if not os.path.exists(path):  # the kernel follows it (through a shortcut too)
         return "symlink: dangling"
+    target = os.path.realpath(path)
     if os.path.commonpath([root, target]) == root:
         return "symlink: not followed (its target inside the source is scanned itself)"
     return "symlink: points outside the source, not followed"
