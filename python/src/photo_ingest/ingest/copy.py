@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from queue import Queue
 
 from photo_ingest import faults
+from photo_ingest.ingest import process
 
 Progress = Callable[[int], None]
 
@@ -296,22 +297,10 @@ def sweep_stale_temps(incoming: bytes, max_age_other_hosts: float = 86400.0) -> 
         host, _, rest = entry.name.decode("utf-8", "replace").partition("~")
         pid_text = rest.partition("~")[0]
         if host == HOST:
-            stale = not pid_text.isdigit() or not process_alive(int(pid_text))
+            stale = not pid_text.isdigit() or not process.alive(int(pid_text))
         else:
             stale = time.time() - entry.stat().st_mtime > max_age_other_hosts
         if stale:
             discard(entry.path)
             removed.append(entry.path)
     return removed
-
-
-def process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

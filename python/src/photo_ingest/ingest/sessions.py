@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 
-from photo_ingest.ingest.copy import HOST, process_alive
+from photo_ingest.ingest.copy import HOST
+from photo_ingest.ingest.process import Identity
 
 # A session on another host that has not beaten its heart for this long is presumed dead.
 STALE_AFTER = "15 minutes"
@@ -40,24 +40,29 @@ class Counts:
 
 
 def start(conn: psycopg.Connection[Any], source: str, card: Card) -> int:
+    me = Identity.mine()
     with conn.transaction():
         row = conn.execute(
-            "INSERT INTO ingest_sessions (source, host, pid, device, card_uuid, card_label,"
-            " card_serial) VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
-            (source, HOST, os.getpid(), card.device, card.uuid, card.label, card.serial),
+            "INSERT INTO ingest_sessions (source, host, pid, boot_id, pid_started, device,"
+            " card_uuid, card_label, card_serial) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " RETURNING id",
+            (source, HOST, me.pid, me.boot, me.started, card.device, card.uuid, card.label,
+             card.serial),
         ).fetchone()
     assert row is not None
     return int(row["id"])
 
 
 def mark_interrupted(conn: psycopg.Connection[Any]) -> list[int]:
-    """Sessions whose process is gone: dead pids on this host, silent ones elsewhere."""
+    """Sessions whose process is gone: dead ones on this host (a PID now used by another
+    process, or recorded before a reboot, counts as dead), silent ones elsewhere."""
     with conn.transaction():
         rows = conn.execute(
-            "SELECT id, host, pid FROM ingest_sessions WHERE status = 'running'"
-            " FOR UPDATE SKIP LOCKED"
+            "SELECT id, host, pid, boot_id, pid_started FROM ingest_sessions"
+            " WHERE status = 'running' FOR UPDATE SKIP LOCKED"
         ).fetchall()
-        dead = [r["id"] for r in rows if r["host"] == HOST and not process_alive(r["pid"])]
+        dead = [r["id"] for r in rows if r["host"] == HOST
+                and not Identity(r["pid"], r["boot_id"], r["pid_started"]).alive()]
         conn.execute(
             "UPDATE ingest_sessions SET status = 'interrupted', ended_at = heartbeat_at,"
             " error = coalesce(error, 'the ingest process ended without finishing"
