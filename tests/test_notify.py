@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from support.webhook_receiver import Receiver
 from photo_ingest.notify.message import Message
 from photo_ingest.notify.session import session_message
 from photo_ingest.notify.webhook import WebhookSender
+from photo_ingest.watch.service import BATCH_WAIT
 
 
 @pytest.fixture
@@ -242,8 +244,12 @@ def test_a_watch_folder_session_is_notified(
     config = notify_config(extra=f'[[watch]]\npath = "{inbox}"\nname = "phone"\n'
                                  'stable_seconds = 0.2\nafter = "archive"\n'
                                  f'archive_dir = "{tmp_path}/done"\n')
+    started = time.monotonic()
     result = run_cli(config, "watch", "--once")
     assert result.returncode == 0, result.stderr
+    # the empty file, which only a write can make ready, did not hold the batch back
+    assert time.monotonic() - started < BATCH_WAIT - 10
+    assert "1 file is still being written or not quiet yet" in result.stderr
     [note] = receiver.requests
     body = note.json()
     assert body["title"] == "photo-ingest: watch folder phone completed"

@@ -203,7 +203,10 @@ class Watcher:
             if due is not None:
                 wakes.append(due)
             if f.batch:
+                # --once: files that only an event can make ready (empty, open) are left
+                # for the next run; the ready ones need not wait BATCH_WAIT for them
                 if (not f.tracker.pending() or len(f.batch) >= BATCH_MAX or self.stopping
+                        or (self.once and due is None and not writing)
                         or now - (f.batch_since or now) >= BATCH_WAIT):
                     self._ingest(f)
                     now = time.monotonic()
@@ -232,8 +235,8 @@ class Watcher:
             return False
         left = sum(f.tracker.pending() for f in self.folders)
         if left:
-            log.info("%d files are still being written or not quiet yet; left for the "
-                     "next run", left)
+            log.info("%d %s still being written or not quiet yet; left for the next run",
+                     left, "file is" if left == 1 else "files are")
         return True
 
     # --- events ---------------------------------------------------------------------
