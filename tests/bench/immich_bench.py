@@ -208,7 +208,7 @@ def sync_config(work: Path, dsn: str, library: Path, s: FakeImmich, key: str,
 
 
 def sync_run(config: Path) -> tuple[float, dict[str, Any]]:
-    seconds, out = timed([sys.executable, "-m", "photo_ingest.immich.cli", "--config",
+    seconds, out = timed([sys.executable, "-m", "photo_ingest", "--config",
                           str(config), "sync", "--once", "--json"])
     return seconds, json.loads(out)
 

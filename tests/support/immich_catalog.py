@@ -127,21 +127,12 @@ def write_config(path: Path, dsn: str, library: Path, url: str, key: str,
 
 
 def sync_argv(config: Path, *args: str) -> list[str]:
-    """`photo-ingest ARGS` once the main CLI has the Immich commands (photo_ingest.config
-    knows the [immich] table), else the same commands through photo_ingest.immich.cli."""
-    module = "photo_ingest" if wired() else "photo_ingest.immich.cli"
-    return [sys.executable, "-m", module, "--config", str(config), *args]
-
-
-def wired() -> bool:
-    from photo_ingest import config
-
-    return "immich" in getattr(config.Config, "__dataclass_fields__", {})
+    return [sys.executable, "-m", "photo_ingest", "--config", str(config), *args]
 
 
 def run_sync(config: Path, *args: str, timeout: float = 180,
              **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    """`photo-ingest sync ARGS` (through the Immich CLI module) in a child process."""
+    """`photo-ingest sync ARGS` in a child process."""
     return run_command(config, "sync", *args, timeout=timeout, **kwargs)
 
 
@@ -152,7 +143,7 @@ def run_command(config: Path, *args: str, timeout: float = 180,
 
 
 def load(config: Path) -> tuple[Any, Any]:
-    from photo_ingest.immich.cli import load as load_config
+    from photo_ingest.config import load as load_config
 
     cfg = load_config(config)
     return cfg, cfg.immich

@@ -1,8 +1,7 @@
 """`photo-ingest sync` and `photo-ingest check`.
 
 `add_commands(subparsers)` registers both on the main parser; their handlers take
-`(cfg, args)` like every other command. `python -m photo_ingest.immich.cli` runs them on
-their own (with the same --config and -v options).
+`(cfg, args)` like every other command.
 """
 
 from __future__ import annotations
@@ -10,9 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import sys
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from photo_ingest import config
@@ -24,7 +20,7 @@ from photo_ingest.cli_shared import (
     EXIT_USAGE,
     positive_int,
 )
-from photo_ingest.immich.config import ImmichConfig, load_immich, parse_immich, read_raw
+from photo_ingest.immich.config import ImmichConfig
 
 log = logging.getLogger("photo_ingest")
 
@@ -56,20 +52,11 @@ def add_commands(sub: Any) -> None:
     c.set_defaults(func=cmd_check)
 
 
-def immich_config(cfg: config.Config, args: argparse.Namespace | None = None) -> ImmichConfig:
-    """The [immich] table: `cfg.immich` once photo_ingest.config knows it, else read
-    from the same file (--config, $PHOTO_INGEST_CONFIG or the default path)."""
-    value = getattr(cfg, "immich", None)
-    if isinstance(value, ImmichConfig):
-        return value
-    return load_immich(getattr(args, "config", None))
-
-
 def cmd_sync(cfg: config.Config, args: argparse.Namespace) -> int:
     from photo_ingest.immich.sync import run
     from photo_ingest.sdnotify import Notifier
 
-    icfg = immich_config(cfg, args)
+    icfg = cfg.immich
     if not icfg.enabled:
         log.error("%s", NOT_CONFIGURED)
         return EXIT_USAGE
@@ -110,7 +97,7 @@ def summary_lines(s: dict[str, Any]) -> list[str]:
 
 
 def cmd_check(cfg: config.Config, args: argparse.Namespace) -> int:
-    icfg = immich_config(cfg, args)
+    icfg = cfg.immich
     if not icfg.enabled:
         log.error("%s", NOT_CONFIGURED)
         return EXIT_USAGE
@@ -174,64 +161,3 @@ async def check(cfg: config.Config, icfg: ImmichConfig) -> tuple[int, dict[str, 
         report["ok"] = True
         lines.append(f"OK: the key has every permission this configuration needs ({what})")
         return EXIT_OK, report
-
-
-def status(conn: Any, cfg: config.Config, args: argparse.Namespace | None = None,
-           ) -> dict[str, Any]:
-    """For `photo-ingest status`: the Immich part as a dict (see immich.status)."""
-    from photo_ingest.immich.status import status as immich_status
-
-    try:
-        icfg: ImmichConfig | None = immich_config(cfg, args)
-    except config.ConfigError:
-        icfg = None
-    return immich_status(conn, icfg)
-
-
-
-
-def load(path: Path | None) -> config.Config:
-    """The whole configuration, [immich] included, whether or not photo_ingest.config
-    knows the table yet (it is parsed here and attached as `cfg.immich`)."""
-    raw, base = read_raw(path)
-    table = raw.pop("immich", {})
-    where = path or (base / config.DEFAULT_PATH.name if raw else None)
-    try:
-        cfg = config.parse(raw, base=base)
-        icfg = parse_immich(table, base)
-    except config.ConfigError as exc:
-        raise config.ConfigError(f"{where}: {exc}" if where else str(exc)) from exc
-    if "immich" in getattr(cfg, "__dataclass_fields__", {}):
-        from dataclasses import replace
-
-        return replace(cfg, immich=icfg)  # type: ignore[call-arg, unused-ignore]
-    object.__setattr__(cfg, "immich", icfg)
-    return cfg
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from photo_ingest import catalog
-    from photo_ingest.report import setup_logging
-
-    p = argparse.ArgumentParser(prog="photo-ingest",
-                                description="Immich sync of the photo-ingest library.")
-    p.add_argument("--config", type=Path, help="TOML config file (default: "
-                   f"${config.ENV_VAR} or {config.DEFAULT_PATH})")
-    p.add_argument("-v", "--verbose", action="store_true", help="log every asset")
-    add_commands(p.add_subparsers(required=True, metavar="COMMAND"))
-    args = p.parse_args(argv)
-    setup_logging(args.verbose)
-    try:
-        cfg = load(args.config)
-        result: int = args.func(cfg, args)
-        return result
-    except config.ConfigError as exc:
-        log.error("configuration error: %s", exc)
-        return EXIT_USAGE
-    except catalog.CatalogError as exc:
-        log.error("%s", exc)
-        return EXIT_UNAVAILABLE
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,9 +9,7 @@ systemd credential). Errors name the key, like the rest of the configuration:
 
 from __future__ import annotations
 
-import os
 import string
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,37 +153,6 @@ def check_album_template(template: str) -> str:
     except (ValueError, KeyError, IndexError) as exc:
         raise ConfigError(f"immich.album: cannot be rendered: {exc}") from exc
     return template
-
-
-def load_immich(config_path: Path | None) -> ImmichConfig:
-    """The [immich] table of the config file that `photo_ingest.config.load` would read
-    (--config, else $PHOTO_INGEST_CONFIG, else the default file when it exists)."""
-    from photo_ingest.config import ConfigError
-
-    raw, base = read_raw(config_path)
-    try:
-        return parse_immich(raw.get("immich", {}), base)
-    except ConfigError as exc:
-        raise ConfigError(f"{config_path or base}: {exc}") from exc
-
-
-def read_raw(path: Path | None) -> tuple[dict[str, Any], Path]:
-    """The config file as a dict (empty when there is none) and its folder."""
-    from photo_ingest.config import DEFAULT_PATH, ENV_VAR, ConfigError
-
-    if path is None and os.environ.get(ENV_VAR):
-        path = Path(os.environ[ENV_VAR])
-    if path is None:
-        if not DEFAULT_PATH.exists():
-            return {}, Path()
-        path = DEFAULT_PATH
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh), path.parent
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
 
 
 def _error(message: str) -> Exception:
