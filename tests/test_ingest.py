@@ -23,6 +23,8 @@ from helpers import (
 )
 from support.samplecard import MediaSpec, build_card, sample_card
 
+from photo_ingest.ingest import process
+
 CLI = Callable[..., Any]
 
 
@@ -224,10 +226,17 @@ def test_stale_temps_of_live_processes_are_kept(tmp_path: Path, library: Path,
                                                 cli: CLI) -> None:
     random_files(tmp_path / "card", 1, 1000, seed=1)
     (library / ".incoming").mkdir(parents=True)
-    live = library / ".incoming" / f"{socket.gethostname()}~{os.getpid()}~live.part"
-    live.write_bytes(b"someone else is writing this")
+    me = process.Identity.mine()
+    names = {"live": f"{me.pid}.{me.started}", "older version": f"{me.pid}",
+             "reused pid": f"{me.pid}.{(me.started or 0) + 1}"}
+    for what, owner in names.items():
+        temp = library / ".incoming" / f"{socket.gethostname()}~{owner}~{what}.part"
+        temp.write_bytes(b"someone else is writing this")
     assert cli("ingest", tmp_path / "card").returncode == 0
-    assert incoming(library) == [live.name]
+    # a temp file of a process that runs is kept; of one whose PID another process now
+    # has (another start time), removed
+    assert sorted(incoming(library)) == sorted(
+        f"{socket.gethostname()}~{names[w]}~{w}.part" for w in ("live", "older version"))
 
 
 def test_sessions_and_status_report_the_catalog(card: Path, cli: CLI) -> None:

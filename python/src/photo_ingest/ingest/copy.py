@@ -73,9 +73,12 @@ def hash_file(path: bytes, buffer_size: int, progress: Progress | None = None,
 
 
 def temp_name(incoming: bytes) -> bytes:
-    """A temp path that says which host and process own it, so stale ones can be swept."""
+    """A temp path that says which host and process own it, so stale ones can be swept:
+    HOST~PID.START~TOKEN, START being the process's start time (a reused PID is not it)."""
+    me = process.Identity.mine()
+    owner = f"{me.pid}.{me.started}" if me.started is not None else str(me.pid)
     token = os.urandom(6).hex()
-    return os.path.join(incoming, f"{HOST}~{os.getpid()}~{token}".encode() + TEMP_SUFFIX)
+    return os.path.join(incoming, f"{HOST}~{owner}~{token}".encode() + TEMP_SUFFIX)
 
 
 def copy_to_temp(src: bytes, incoming: bytes, *, expected_size: int, buffer_size: int,
@@ -295,12 +298,19 @@ def sweep_stale_temps(incoming: bytes, max_age_other_hosts: float = 86400.0) -> 
         if not entry.name.endswith(TEMP_SUFFIX):
             continue
         host, _, rest = entry.name.decode("utf-8", "replace").partition("~")
-        pid_text = rest.partition("~")[0]
         if host == HOST:
-            stale = not pid_text.isdigit() or not process.alive(int(pid_text))
+            stale = not _owner_alive(rest.partition("~")[0])
         else:
             stale = time.time() - entry.stat().st_mtime > max_age_other_hosts
         if stale:
             discard(entry.path)
             removed.append(entry.path)
     return removed
+
+
+def _owner_alive(owner: str) -> bool:
+    """OWNER is a temp name's PID.START (or PID, from older versions)."""
+    pid, _, started = owner.partition(".")
+    if not pid.isdigit() or (started and not started.isdigit()):
+        return False
+    return process.Identity(int(pid), None, int(started) if started else None).alive()
