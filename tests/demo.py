@@ -3,16 +3,23 @@
 It generates a camera card (a DCIM tree of real JPEG/PNG/RAW-like/MP4/MOV files whose EXIF
 and QuickTime tags were written by exiftool), starts a private PostgreSQL, runs the real
 `photo-ingest` CLI against both, prints what happened, and cleans everything up.
+
+The upload goes to your Immich when --immich-url and --immich-key-file are given, else to
+the tests' stand-in Immich (tests/fake_immich: Immich's HTTP API, every request checked
+against Immich's OpenAPI document) on loopback, when that document is beside the clone.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -59,18 +66,52 @@ def demo(work: Path, dsn: str, immich_url: str | None = None,
     step("photo-ingest extract (what photo-ingest-metadata.timer runs)",
          ["photo-ingest", "--config", str(config), "extract"])
     show_metadata(dsn)
-    if immich_url and immich_key_file:
-        with config.open("a") as fh:
-            fh.write(f'\n[immich]\nurl = "{immich_url}"\n'
-                     f'api_key_file = "{Path(immich_key_file).absolute()}"\n'
-                     'album = "{year}-{month}-{day}"\n')
-        step("photo-ingest sync --once (upload to your Immich)",
-             ["photo-ingest", "--config", str(config), "sync", "--once"])
-    else:
-        print("\n== Immich upload skipped: no Immich server is configured for this demo "
-              "(run tests/demo --immich-url URL --immich-key-file FILE to include it)")
+    with immich_target(work, immich_url, immich_key_file) as (url, key_file, fake):
+        if url is not None:
+            with config.open("a") as fh:
+                fh.write(f'\n[immich]\nurl = "{url}"\n'
+                         f'api_key_file = "{Path(key_file).absolute()}"\n'
+                         'album = "{year}-{month}-{day}"\n')
+            where = "your Immich" if fake is None else "the stand-in Immich"
+            step(f"photo-ingest sync --once (upload to {where})",
+                 ["photo-ingest", "--config", str(config), "sync", "--once"])
+            if fake is not None:
+                show_stand_in(fake)
     step("photo-ingest status", ["photo-ingest", "--config", str(config), "status"])
     return rc
+
+
+@contextlib.contextmanager
+def immich_target(work: Path, url: str | None, key_file: str | None,
+                  ) -> Iterator[tuple[str | None, str, Any]]:
+    """(url, key file, the stand-in server or None); url None: no upload in this demo."""
+    if url and key_file:
+        yield url, key_file, None
+        return
+    try:
+        from fake_immich import FakeImmich, get_spec
+
+        get_spec()
+    except Exception as exc:  # no OpenAPI document beside the clone, or a missing module
+        print(f"\n== Immich upload skipped: {str(exc).splitlines()[0]}\n"
+              "   (run tests/demo --immich-url URL --immich-key-file FILE to use yours)")
+        yield None, "", None
+        return
+    with FakeImmich(storage_dir=work / "immich") as fake:
+        key = work / "immich.key"
+        key.write_text(fake.create_api_key("photographer") + "\n")
+        key.chmod(0o600)
+        yield fake.url, str(key), fake
+
+
+def show_stand_in(fake: Any) -> None:
+    assets = fake.assets
+    print(f"\nthe stand-in Immich now holds {len(assets)} assets", flush=True)
+    for album in sorted(fake.albums.values(), key=lambda a: a.name):
+        names = sorted(assets[i].filename for i in album.asset_ids if i in assets)
+        print(f"  album {album.name}: {', '.join(names)}")
+    bad = fake.validation_errors
+    print(f"  requests that broke Immich's API contract: {len(bad)}")
 
 
 def show_metadata(dsn: str) -> None:

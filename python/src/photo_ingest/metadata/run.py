@@ -152,8 +152,8 @@ class Extraction:
         self.batch_size = max(1, min(self.options.batch_size, math.ceil(todo / workers)))
         self.summary.workers, self.summary.batch_size = workers, self.batch_size
         self._todo, self._workers = int(todo), workers
-        log.info("metadata: %d assets to do, %d workers, batches of %d",
-                 todo, workers, self.batch_size)
+        log.info("metadata: %d assets to do, %d %s, batches of %d", todo, workers,
+                 "worker" if workers == 1 else "workers", self.batch_size)
         crew: list[_Worker] = []
         try:
             for _ in range(workers):  # each starts work while the next exiftool starts up
