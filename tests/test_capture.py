@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -108,3 +109,31 @@ def test_video_with_mdat_before_moov_still_has_its_date(tmp_path: Path) -> None:
     with CaptureReader() as reader:
         tags = reader.read([os.fsencode(path)])
     assert tags[os.fsencode(path)]["QuickTime:CreateDate"] == "2024:02:03 04:05:06"
+
+
+def test_read_ahead_gives_every_file_its_tags_in_growing_batches(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The copy's companion thread: the same answers as one read, batches of 8, 32, 128 …,
+    and exiftool still alive after the thread has ended (it is started by the caller's
+    thread: pyexiftool's PR_SET_PDEATHSIG would end it with the reading thread)."""
+    build_card(tmp_path, [MediaSpec(f"DCIM/{i}.JPG", "jpeg", seed=i,
+                                    datetime_original=f"2024:06:{1 + i % 28:02d} 10:00:00")
+                          for i in range(50)])
+    paths = sorted(os.fsencode(p) for p in (tmp_path / "DCIM").iterdir())
+    batches: list[int] = []
+    real = CaptureReader.read
+
+    def counted(self: CaptureReader, chunk: list[bytes]) -> dict[bytes, dict[str, object]]:
+        batches.append(len(chunk))
+        return real(self, chunk)
+
+    monkeypatch.setattr(CaptureReader, "read", counted)
+    with CaptureReader() as reader:
+        with capture.ReadAhead(reader, paths) as dates:
+            got = {p: dates.tags(p).get("EXIF:DateTimeOriginal") for p in reversed(paths)}
+        with pytest.raises(subprocess.TimeoutExpired):  # the thread ended, exiftool did not
+            reader._et._process.wait(timeout=1)
+        again = real(reader, paths)
+    assert batches == [8, 32, 10]
+    assert got == {p: again[p].get("EXIF:DateTimeOriginal") for p in paths}
+    assert len(set(got.values())) == 28 and None not in got.values()

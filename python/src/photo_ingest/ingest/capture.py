@@ -13,7 +13,8 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
@@ -68,6 +69,13 @@ class CaptureReader:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def start(self) -> None:
+        """Start exiftool now, from this thread. (pyexiftool has the kernel end exiftool when
+        the thread that started it ends: PR_SET_PDEATHSIG. So the thread that will outlive
+        the reads starts it, not a short-lived reading thread.)"""
+        if not self._et.running:
+            self._et.run()
+
     def close(self) -> None:
         if self._et.running:
             self._et.terminate()
@@ -116,6 +124,69 @@ class CaptureReader:
         if not os.path.lexists(alias):
             os.symlink(path, alias)
         return alias
+
+
+class ReadAhead:
+    """CaptureReader's answers for PATHS, read in a thread of its own while the caller
+    copies: the capture-date pass overlaps the copy instead of preceding it.
+
+    `tags(path)` waits for that path's batch only. Batches grow from FIRST files (so the
+    first copy starts soon) to BATCH (so exiftool is called few times). Closing stops
+    after the batch in progress; the reader is the caller's to close afterwards.
+    """
+
+    FIRST = 8
+
+    def __init__(self, reader: CaptureReader, paths: Sequence[bytes]) -> None:
+        self._reader = reader
+        self._paths = list(paths)
+        self._index = {p: i for i, p in enumerate(self._paths)}
+        self._tags: dict[bytes, dict[str, Any]] = {}
+        self._done = 0                          # paths[:done] have their answer
+        self._error: BaseException | None = None
+        self._stop = False
+        self._cond = threading.Condition()
+        reader.start()
+        self._thread = threading.Thread(target=self._run, name="capture-dates", daemon=True)
+        self._thread.start()
+
+    def __enter__(self) -> ReadAhead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._cond:
+            self._stop = True
+        self._thread.join()
+
+    def tags(self, path: bytes) -> dict[str, Any]:
+        i = self._index[path]
+        with self._cond:
+            self._cond.wait_for(lambda: self._done > i or self._error is not None)
+            if self._done <= i:
+                raise RuntimeError("reading capture dates failed") from self._error
+            return self._tags.get(path, {})
+
+    def _run(self) -> None:
+        size = self.FIRST
+        try:
+            while self._done < len(self._paths):
+                with self._cond:
+                    if self._stop:
+                        return
+                chunk = self._paths[self._done:self._done + size]
+                found = self._reader.read(chunk)
+                with self._cond:
+                    self._tags.update(found)
+                    self._done += len(chunk)
+                    self._cond.notify_all()
+                size = min(size * 4, BATCH)
+        except BaseException as exc:  # a bug, not a file: CaptureReader takes those
+            with self._cond:
+                self._error = exc
+                self._cond.notify_all()
 
 
 def _ext(path: bytes) -> str:

@@ -25,7 +25,7 @@ import psycopg
 from photo_ingest import catalog
 from photo_ingest.config import Config
 from photo_ingest.ingest import sessions
-from photo_ingest.ingest.capture import CaptureReader, NoCaptureTime, capture_of
+from photo_ingest.ingest.capture import CaptureReader, NoCaptureTime, ReadAhead, capture_of
 from photo_ingest.ingest.card import identify
 from photo_ingest.ingest.copy import (
     INCOMING,
@@ -240,15 +240,15 @@ class _Run:
             self._record_skips(found)
             self.reporter.start(len(found.files) + sum(len(f.sidecars) for f in found.files),
                                 found.total_bytes)
-            with CaptureReader(self.cfg.ingest.exiftool) as reader:
-                tags = reader.read(f.path for f in found.files)
             pairs, known = known_by_size_and_name(self.conn, found.files)
-            for i, f in enumerate(found.files, 1):
-                self.seq += 1
-                self._with_catalog(functools.partial(
-                    self._one, f, self.seq, tags.get(f.path, {}), pairs, known))
-                self.pending = found.files[i:]
-                self._with_catalog(self._beat)
+            with CaptureReader(self.cfg.ingest.exiftool) as reader, \
+                    ReadAhead(reader, [f.path for f in found.files]) as dates:
+                for i, f in enumerate(found.files, 1):
+                    self.seq += 1
+                    self._with_catalog(functools.partial(
+                        self._one, f, self.seq, dates.tags(f.path), pairs, known))
+                    self.pending = found.files[i:]
+                    self._with_catalog(self._beat)
         except DestinationFull as exc:
             return "failed", self._full_message(exc, self.pending)
         except psycopg.Error as exc:
