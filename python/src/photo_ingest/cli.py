@@ -7,14 +7,12 @@ Exit codes: 0 success; 1 the run ended with failed files or was stopped (see its
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
-from datetime import date, datetime
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -26,11 +24,11 @@ from photo_ingest.cli_shared import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
     positive_int,
+    print_json,
 )
 from photo_ingest.report import IngestReporter, human_bytes, setup_logging
 
 if TYPE_CHECKING:
-
     from photo_ingest.metadata.normalise import Settings
 
 log = logging.getLogger("photo_ingest")
@@ -135,8 +133,6 @@ def _parser() -> argparse.ArgumentParser:
                    help="include exiftool's complete output (the raw JSON columns)")
     c.set_defaults(func=_cmd_export)
     return p
-
-
 
 
 def _cmd_ingest(cfg: config.Config, args: argparse.Namespace) -> int:
@@ -406,22 +402,6 @@ def _cmd_export(cfg: config.Config, args: argparse.Namespace) -> int:
         return EXIT_FAILED
     log.info("wrote %d records to %s", rows, args.path)
     return EXIT_OK
-
-
-def print_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, default=_json_default)
-    sys.stdout.write("\n")
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, bytes | memoryview):
-        return bytes(value).hex()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
 
 
 if __name__ == "__main__":

@@ -1,7 +1,12 @@
-"""What every command shares at its edges: exit codes (as docs/operations.md lists them) and
-argument types."""
+"""What every command shares at its edges: exit codes (as docs/operations.md lists them),
+argument types and --json output."""
 
 import argparse
+import json
+import sys
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
 
 EXIT_OK = 0           # done; nothing failed
 EXIT_FAILED = 1       # ran, and something failed (files, a scrub's findings, a mirror behind)
@@ -27,3 +32,18 @@ def _whole(text: str, minimum: int, rule: str) -> int:
     if value < minimum:
         raise argparse.ArgumentTypeError(f"{rule}, got {text!r}")
     return value
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, default=_json_default)
+    sys.stdout.write("\n")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, bytes | memoryview):
+        return bytes(value).hex()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

@@ -12,7 +12,6 @@ import logging
 from typing import Any
 
 from photo_ingest import config
-from photo_ingest.cli import print_json as _print_json
 from photo_ingest.cli_shared import (
     EXIT_FAILED,
     EXIT_OK,
@@ -20,6 +19,7 @@ from photo_ingest.cli_shared import (
     EXIT_USAGE,
     positive_int,
 )
+from photo_ingest.cli_shared import print_json as _print_json
 from photo_ingest.immich.config import ImmichConfig
 
 log = logging.getLogger("photo_ingest")

@@ -68,8 +68,6 @@ def add_commands(sub: Any) -> None:
     c.set_defaults(func=cmd_notify_test)
 
 
-
-
 def _stop_on_signals() -> None:
     from photo_ingest.ingest.pipeline import Stopped
 
@@ -81,7 +79,7 @@ def _stop_on_signals() -> None:
 
 
 def cmd_mirror(cfg: config.Config, args: argparse.Namespace) -> int:
-    from photo_ingest.cli import print_json
+    from photo_ingest.cli_shared import print_json
     from photo_ingest.metrics import refresh_textfile
     from photo_ingest.mirror.destination import Unavailable, init_destination
     from photo_ingest.mirror.run import catch_up
@@ -130,7 +128,7 @@ def _chosen(cfg: config.Config, name: str | None) -> list[Any]:
 
 
 def cmd_verify(cfg: config.Config, args: argparse.Namespace) -> int:
-    from photo_ingest.cli import print_json
+    from photo_ingest.cli_shared import print_json
     from photo_ingest.metrics import refresh_textfile
     from photo_ingest.mirror.verify import destinations, scrub
 
@@ -159,7 +157,7 @@ def cmd_verify(cfg: config.Config, args: argparse.Namespace) -> int:
 
 
 def cmd_backlog_check(cfg: config.Config, args: argparse.Namespace) -> int:
-    from photo_ingest.cli import print_json
+    from photo_ingest.cli_shared import print_json
     from photo_ingest.metrics import refresh_textfile
     from photo_ingest.notify.send import Notifications
     from photo_ingest.notify.stalls import check

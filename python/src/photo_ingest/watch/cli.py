@@ -60,8 +60,7 @@ def watches_for(cfg: config.Config, dirs: list[Path], stable: float | None,
 
 
 def cmd_watch(cfg: config.Config, args: argparse.Namespace) -> int:
-    from photo_ingest.cli import print_json
-    from photo_ingest.cli_shared import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE
+    from photo_ingest.cli_shared import EXIT_FAILED, EXIT_OK, EXIT_UNAVAILABLE, print_json
     from photo_ingest.ingest.pipeline import IngestError
     from photo_ingest.sdnotify import Notifier
     from photo_ingest.watch.service import Watcher, WatchError
