@@ -208,8 +208,10 @@ def test_systemd_hears_ready_status_and_watchdog(
     w = watcher(config, env={"NOTIFY_SOCKET": str(sock.path), "WATCHDOG_USEC": "1500000"})
     wait_for(lambda: sock.has("READY=1"), what="READY=1")
     assert any("STATUS=watching 1 folders: 0 files pending" in m for m in sock.poll())
-    time.sleep(2.5)                        # idle: the loop still wakes for the watchdog
-    assert sum("WATCHDOG=1" in m.splitlines() for m in sock.poll()) >= 3
+    # idle, the loop still wakes for the watchdog (every 0.5 s; waited for, not timed: a
+    # loaded machine may be slow to schedule it)
+    wait_for(lambda: sum("WATCHDOG=1" in m.splitlines() for m in sock.poll()) >= 3,
+             what="three watchdog pings while idle")
     (inbox / "IMG_0001.JPG").write_bytes(payload(1))
     wait_for(lambda: assets(db), what="the ingest")
     assert w.stop() == 0
