@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import threading
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -13,6 +17,7 @@ from support.samplecard import MediaSpec, build_card
 
 from photo_ingest.ingest import capture
 from photo_ingest.ingest.capture import CaptureReader, capture_of, parse_exif_date, parse_offset
+from photo_ingest.ingest.stops import Stopped
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -137,3 +142,60 @@ def test_read_ahead_gives_every_file_its_tags_in_growing_batches(
     assert batches == [8, 32, 10]
     assert got == {p: again[p].get("EXIF:DateTimeOriginal") for p in paths}
     assert len(set(got.values())) == 28 and None not in got.values()
+
+
+@pytest.fixture
+def stop_raises() -> Iterator[None]:
+    """SIGTERM raises Stopped in the main thread, as under the ingest and watch commands."""
+    def stop(signum: int, _frame: object) -> None:
+        raise Stopped(signal.Signals(signum).name)
+
+    before = signal.signal(signal.SIGTERM, stop)
+    yield
+    signal.signal(signal.SIGTERM, before)
+
+
+@pytest.mark.usefixtures("stop_raises")
+def test_a_stop_during_exiftools_shutdown_waits_for_it() -> None:
+    """A stop cut exiftool's shutdown in half; pyexiftool's finaliser then printed a
+    traceback (seen under `watch`). The shutdown completes, then the stop is handed on."""
+    reader = CaptureReader()
+    reader.start()
+    process = reader._et._process
+    real = reader._et.terminate
+
+    def stopped_first(**opts: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        real(**opts)
+
+    reader._et.terminate = stopped_first  # type: ignore[method-assign]
+    with pytest.raises(Stopped, match="SIGTERM"):
+        reader.close()
+    assert process.poll() is not None
+    assert not reader._et.running
+
+
+@pytest.mark.usefixtures("stop_raises")
+def test_a_stop_during_read_ahead_waits_for_the_batch_in_progress(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Closing the read-ahead waits for the thread's batch: a stop arriving meanwhile must
+    not leave the thread using exiftool while the caller shuts exiftool down."""
+    build_card(tmp_path, [MediaSpec("DCIM/1.JPG", "jpeg", seed=1)])
+    real = CaptureReader.read
+    finished: list[int] = []
+
+    def slow(self: CaptureReader, chunk: list[bytes]) -> dict[bytes, dict[str, object]]:
+        time.sleep(0.3)  # the caller is in close() by now; wake it there, as the kernel may
+        signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGTERM)
+        time.sleep(0.3)
+        found = real(self, chunk)
+        finished.append(len(found))
+        return found
+
+    monkeypatch.setattr(CaptureReader, "read", slow)
+    with CaptureReader() as reader:
+        dates = capture.ReadAhead(reader, [os.fsencode(tmp_path / "DCIM/1.JPG")])
+        with pytest.raises(Stopped, match="SIGTERM"):
+            dates.close()
+        assert finished == [1]  # (Thread.is_alive is wrong after an interrupted join)
+        assert reader._et.running

@@ -289,7 +289,7 @@ def test_a_stop_signal_while_the_session_ends_is_held_until_it_is_recorded() -> 
     """A pulled card: the read error ends the session (interrupted), and systemd's SIGTERM
     arrives while that end is being written. It must not cut the write short; once the end
     is recorded, a stop the session did not already honour is handed on."""
-    from photo_ingest.ingest.pipeline import Stopped, stops_deferred
+    from photo_ingest.ingest.stops import Stopped, stops_deferred
 
     def stop(signum: int, _frame: object) -> None:
         raise Stopped(signal.Signals(signum).name)

@@ -139,8 +139,9 @@ def _cmd_ingest(cfg: config.Config, args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from photo_ingest.ingest.device import DeviceError, ingest_card, is_block_device
-    from photo_ingest.ingest.pipeline import IngestError, Stopped, ingest
+    from photo_ingest.ingest.pipeline import IngestError, ingest
     from photo_ingest.ingest.sessions import Card
+    from photo_ingest.ingest.stops import Stopped
     from photo_ingest.metrics import refresh_textfile
     from photo_ingest.mirror.session import after_session
     from photo_ingest.notify.send import Notifications

@@ -21,6 +21,8 @@ from typing import Any
 
 import exiftool
 
+from photo_ingest.ingest.stops import stops_deferred
+
 log = logging.getLogger(__name__)
 
 TAGS = [
@@ -73,13 +75,17 @@ class CaptureReader:
         """Start exiftool now, from this thread. (pyexiftool has the kernel end exiftool when
         the thread that started it ends: PR_SET_PDEATHSIG. So the thread that will outlive
         the reads starts it, not a short-lived reading thread.)"""
-        if not self._et.running:
-            self._et.run()
+        with stops_deferred():
+            if not self._et.running:
+                self._et.run()
 
     def close(self) -> None:
-        if self._et.running:
-            self._et.terminate()
-        self._aliases.cleanup()
+        # A stop cutting the shutdown in half would leave exiftool running and pyexiftool's
+        # finaliser failing on a second shutdown: the stop waits until this one is done.
+        with stops_deferred():
+            if self._et.running:
+                self._et.terminate()
+            self._aliases.cleanup()
 
     def read(self, paths: Iterable[bytes]) -> dict[bytes, dict[str, Any]]:
         """exiftool's tags per path; a path exiftool could not read maps to {}.
@@ -157,9 +163,10 @@ class ReadAhead:
         self.close()
 
     def close(self) -> None:
-        with self._cond:
-            self._stop = True
-        self._thread.join()
+        with stops_deferred():  # the batch in progress still uses exiftool: wait for it
+            with self._cond:
+                self._stop = True
+            self._thread.join()
 
     def tags(self, path: bytes) -> dict[str, Any]:
         i = self._index[path]

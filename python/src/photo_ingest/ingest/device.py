@@ -24,8 +24,8 @@ from typing import Any
 
 from photo_ingest.config import CardConfig, Config, keep_secrets
 from photo_ingest.ingest.card import blkid, identify_device, matches
-from photo_ingest.ingest.pipeline import Stopped
 from photo_ingest.ingest.sessions import Card
+from photo_ingest.ingest.stops import Stopped
 
 log = logging.getLogger(__name__)
 

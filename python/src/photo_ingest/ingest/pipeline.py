@@ -13,10 +13,8 @@ import functools
 import logging
 import os
 import shutil
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -42,6 +40,7 @@ from photo_ingest.ingest.layout import display
 from photo_ingest.ingest.publish import Outcome, Publisher, known_by_size_and_name
 from photo_ingest.ingest.scan import ScanResult, SourceFile, scan, scan_files
 from photo_ingest.ingest.sessions import Card, Counts
+from photo_ingest.ingest.stops import Stopped, stops_deferred
 
 log = logging.getLogger(__name__)
 
@@ -55,36 +54,6 @@ RECONNECT_SECONDS = 2.0
 
 class IngestError(RuntimeError):
     """The ingest could not start: say why, nothing was touched."""
-
-
-class Stopped(BaseException):
-    """A signal asked us to stop (SIGTERM when the card is pulled or the unit stops)."""
-
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-
-@contextlib.contextmanager
-def stops_deferred(*, honoured: bool) -> Iterator[None]:
-    """Let the session's end be recorded whole: a stop signal (a pulled card's unit being
-    stopped by systemd, a second after the read error that already ended the session) is
-    held until the block is done. It is then handed on, unless HONOURED: the session being
-    closed was itself ended by the stop, which is recorded."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[signal.Signals] = []
-    before = {s: signal.signal(s, lambda signum, _frame: held.append(signal.Signals(signum)))
-              for s in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for s, handler in before.items():
-            signal.signal(s, handler)
-        if held and not honoured:
-            handler = before[held[0]]
-            if callable(handler):
-                handler(held[0], None)
 
 
 class Reporter(Protocol):

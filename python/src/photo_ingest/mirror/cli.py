@@ -69,7 +69,7 @@ def add_commands(sub: Any) -> None:
 
 
 def _stop_on_signals() -> None:
-    from photo_ingest.ingest.pipeline import Stopped
+    from photo_ingest.ingest.stops import Stopped
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         raise Stopped(signal.Signals(signum).name)

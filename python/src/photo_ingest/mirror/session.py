@@ -16,7 +16,7 @@ import psycopg
 
 from photo_ingest import catalog
 from photo_ingest.config import Config
-from photo_ingest.ingest.pipeline import Stopped
+from photo_ingest.ingest.stops import Stopped
 from photo_ingest.mirror import store
 from photo_ingest.mirror.run import Report, catch_up
 

@@ -26,8 +26,9 @@ from watchdog.observers.inotify import InotifyObserver
 from photo_ingest import catalog
 from photo_ingest.config import Config
 from photo_ingest.ingest.layout import display
-from photo_ingest.ingest.pipeline import FileSession, Stopped, Summary
+from photo_ingest.ingest.pipeline import FileSession, Summary
 from photo_ingest.ingest.sessions import Card
+from photo_ingest.ingest.stops import Stopped
 from photo_ingest.notify.send import Notifications
 from photo_ingest.notify.session import folder_message
 from photo_ingest.report import IngestReporter
