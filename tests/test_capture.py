@@ -156,20 +156,25 @@ def stop_raises() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("stop_raises")
-def test_a_stop_during_exiftools_shutdown_waits_for_it() -> None:
+@pytest.mark.parametrize(("signum", "raised"), [(signal.SIGTERM, Stopped),
+                                                 (signal.SIGINT, KeyboardInterrupt)],
+                         ids=["SIGTERM", "SIGINT"])
+def test_a_stop_during_exiftools_shutdown_waits_for_it(
+        signum: int, raised: type[BaseException]) -> None:
     """A stop cut exiftool's shutdown in half; pyexiftool's finaliser then printed a
-    traceback (seen under `watch`). The shutdown completes, then the stop is handed on."""
+    traceback (seen under `watch`). The shutdown completes, then the stop is handed on:
+    SIGTERM as Stopped, Ctrl-C as KeyboardInterrupt."""
     reader = CaptureReader()
     reader.start()
     process = reader._et._process
     real = reader._et.terminate
 
     def stopped_first(**opts: object) -> None:
-        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signum)
         real(**opts)
 
     reader._et.terminate = stopped_first  # type: ignore[method-assign]
-    with pytest.raises(Stopped, match="SIGTERM"):
+    with pytest.raises(raised):
         reader.close()
     assert process.poll() is not None
     assert not reader._et.running

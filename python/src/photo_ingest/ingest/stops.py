@@ -18,7 +18,8 @@ class Stopped(BaseException):
     """A signal asked us to stop (SIGTERM when the card is pulled or the unit stops)."""
 
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+# SIGINT too: a Ctrl-C at the wrong instant must not cut those steps in half either.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
 
 @contextlib.contextmanager
