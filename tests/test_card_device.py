@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +27,17 @@ def _loop_device(image: Path) -> str:
     if out.returncode != 0:
         pytest.skip(f"no loop devices here: {out.stderr.strip()}")
     return out.stdout.strip()
+
+
+@pytest.fixture
+def tmp_path() -> Iterator[Path]:
+    """A folder of its own, open to the library user (nobody). Not under pytest's base
+    folder: each pytest session resets that to root-only, so another session starting on
+    the same machine would lock nobody out mid-test."""
+    folder = Path(tempfile.mkdtemp(prefix="photo-ingest-card-test-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
@@ -50,8 +63,6 @@ def card_device(tmp_path: Path) -> Iterator[Callable[..., str]]:
 def library_user_config(tmp_path: Path, make_config: Callable[..., Path],
                         library: Path) -> Path:
     library.mkdir()
-    for folder in (tmp_path.parent.parent, tmp_path.parent, tmp_path):
-        folder.chmod(0o755)  # pytest's folders are root's alone; nobody must reach the library
     nobody = pwd.getpwnam("nobody")
     (tmp_path / "prom").mkdir()
     for folder in (library, tmp_path / "prom"):  # both written by the library user
