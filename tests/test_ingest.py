@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import random
 import socket
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -317,3 +319,28 @@ def test_source_files_are_never_modified(card: Path, cli: CLI) -> None:
     after = {p: (sha1(p), p.stat().st_mtime_ns) for p in card.rglob("*") if p.is_file()}
     assert after == before
     assert source_hashes(card)  # the card is still all there
+
+
+@pytest.mark.parametrize(("buffer_size", "direct"), [(65536, True), (65536 + 512, False)],
+                         ids=["O_DIRECT", "page-cache"])
+def test_reading_back_from_storage(tmp_path: Path, buffer_size: int, direct: bool) -> None:
+    """verify = "full" reads each copy back from storage: with O_DIRECT when the buffer can
+    be block-aligned (seen in the open file's flags), else through a dropped page cache;
+    either way the SHA-1 and length of every size, block-aligned or not."""
+    from photo_ingest.ingest.copy import hash_file
+
+    flags: list[int] = []
+
+    def open_flags(_n: int) -> None:
+        for fd in Path("/proc/self/fd").iterdir():
+            if os.path.realpath(fd) == str(path):
+                info = (Path("/proc/self/fdinfo") / fd.name).read_text()
+                flags.append(int(info.split("flags:")[1].split()[0], 8))
+
+    for size in (0, 1, 4095, 4097, buffer_size, 3 * buffer_size + 1):
+        path = tmp_path / f"f{size}"
+        data = random.Random(size).randbytes(size)
+        path.write_bytes(data)
+        found = hash_file(os.fsencode(path), buffer_size, open_flags, from_storage=True)
+        assert found == (hashlib.sha1(data).digest(), size)
+    assert flags and all(bool(f & os.O_DIRECT) == direct for f in flags)

@@ -161,7 +161,7 @@ class _Scrubber:
         path = os.path.join(root, row["library_path"].encode())
         kind, found, found_size, detail = None, None, None, None
         try:
-            found, found_size = hash_file(path, self.cfg.ingest.buffer_size, drop_cache=True)
+            found, found_size = hash_file(path, self.cfg.ingest.buffer_size, from_storage=True)
         except FileNotFoundError:
             kind, detail = "missing", "the file is gone"
         except OSError as exc:
