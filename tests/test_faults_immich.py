@@ -93,7 +93,10 @@ def test_backoff_grows_with_jitter_and_gives_up_with_a_reason(
             gaps[k].append(b - a)
     for k, waits in gaps.items():      # full jitter: uniform(0, 0.2 * 2**(k-1)) + latency
         assert max(waits) <= 0.2 * 2 ** (k - 1) + 0.3, (k, waits)
-    assert len({round(w, 3) for w in gaps[3]}) == 8       # no two assets wait alike
+    # Spread, not lock-step: 8 draws from uniform(0, 0.8) span under 0.2 s once in ~2,600
+    # runs; waits without jitter would differ by scheduling noise only. (Counting distinct
+    # waits to the millisecond failed once: 8 draws share a millisecond 3 % of the time.)
+    assert max(gaps[3]) - min(gaps[3]) >= 0.2, gaps[3]
     assert max(gaps[3]) > 0.2            # the third wait may exceed the first one's cap
     for r in rows(db).values():
         assert r["state"] == "failed"
