@@ -146,13 +146,17 @@ def test_read_ahead_gives_every_file_its_tags_in_growing_batches(
 
 @pytest.fixture
 def stop_raises() -> Iterator[None]:
-    """SIGTERM raises Stopped in the main thread, as under the ingest and watch commands."""
+    """SIGTERM raises Stopped in the main thread, as under the ingest and watch commands,
+    and SIGINT KeyboardInterrupt: Python's default, unless the tests were started in the
+    background by a shell, which ignores SIGINT for them."""
     def stop(signum: int, _frame: object) -> None:
         raise Stopped(signal.Signals(signum).name)
 
-    before = signal.signal(signal.SIGTERM, stop)
+    before = {signal.SIGTERM: signal.signal(signal.SIGTERM, stop),
+              signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
     yield
-    signal.signal(signal.SIGTERM, before)
+    for signum, handler in before.items():
+        signal.signal(signum, handler)
 
 
 @pytest.mark.usefixtures("stop_raises")
