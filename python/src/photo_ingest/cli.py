@@ -141,7 +141,7 @@ def _cmd_ingest(cfg: config.Config, args: argparse.Namespace) -> int:
     from photo_ingest.ingest.device import DeviceError, ingest_card, is_block_device
     from photo_ingest.ingest.pipeline import IngestError, ingest
     from photo_ingest.ingest.sessions import Card
-    from photo_ingest.ingest.stops import Stopped
+    from photo_ingest.ingest.stops import stop_on_signals
     from photo_ingest.metrics import refresh_textfile
     from photo_ingest.mirror.session import after_session
     from photo_ingest.notify.send import Notifications
@@ -153,11 +153,7 @@ def _cmd_ingest(cfg: config.Config, args: argparse.Namespace) -> int:
     if args.verify:
         cfg = replace(cfg, ingest=replace(cfg.ingest, verify=args.verify))
 
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        raise Stopped(signal.Signals(signum).name)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGHUP, stop)
+    stop_on_signals()
     reporter = IngestReporter(status=Notifier().status)
     # Read now: a card's ingest runs as the library user, who cannot read credentials.
     notes = Notifications.from_config(cfg)

@@ -18,8 +18,8 @@ from photo_ingest.cli_shared import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
     positive_int,
+    print_json,
 )
-from photo_ingest.cli_shared import print_json as _print_json
 from photo_ingest.immich.config import ImmichConfig
 
 log = logging.getLogger("photo_ingest")
@@ -64,7 +64,7 @@ def cmd_sync(cfg: config.Config, args: argparse.Namespace) -> int:
                               retry_failed=args.retry_failed, notifier=Notifier()))
     data = summary.as_json()
     if args.json:
-        _print_json(data)
+        print_json(data)
     else:
         for line in summary_lines(data):
             print(line)
@@ -103,7 +103,7 @@ def cmd_check(cfg: config.Config, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     code, report = asyncio.run(check(cfg, icfg))
     if args.json:
-        _print_json(report)
+        print_json(report)
     else:
         for line in report["lines"]:
             print(line)

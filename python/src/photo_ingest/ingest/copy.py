@@ -3,8 +3,8 @@
 The card is read exactly once: each buffer is hashed (SHA-1, Immich's checksum) and
 written to a temp file in the library's incoming folder. Then the temp file is fsynced
 and verified - by size, or for `verify = "full"` by re-reading it *from storage* (with
-O_DIRECT, or after dropping its pages from the cache) and comparing hashes. Only then may it be
-published, by a hard link that cannot replace anything, and the folder fsynced.
+O_DIRECT, or after dropping its pages from the cache) and comparing hashes. Only then may
+it be published, by a hard link that cannot replace anything, and the folder fsynced.
 """
 
 from __future__ import annotations

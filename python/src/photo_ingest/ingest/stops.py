@@ -12,6 +12,7 @@ import contextlib
 import signal
 import threading
 from collections.abc import Iterator
+from types import FrameType
 
 
 class Stopped(BaseException):
@@ -20,6 +21,16 @@ class Stopped(BaseException):
 
 # SIGINT too: a Ctrl-C at the wrong instant must not cut those steps in half either.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
+def stop_on_signals() -> None:
+    """SIGTERM and SIGHUP raise Stopped in the main thread (the ingest and mirror commands;
+    Ctrl-C stays KeyboardInterrupt)."""
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        raise Stopped(signal.Signals(signum).name)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
 
 
 @contextlib.contextmanager

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-from types import FrameType
 from typing import Any
 
 from photo_ingest import catalog, config
@@ -20,6 +18,7 @@ from photo_ingest.cli_shared import (
     EXIT_USAGE,
     non_negative_int,
 )
+from photo_ingest.ingest.stops import stop_on_signals
 from photo_ingest.report import human_bytes
 
 log = logging.getLogger("photo_ingest")
@@ -68,16 +67,6 @@ def add_commands(sub: Any) -> None:
     c.set_defaults(func=cmd_notify_test)
 
 
-def _stop_on_signals() -> None:
-    from photo_ingest.ingest.stops import Stopped
-
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        raise Stopped(signal.Signals(signum).name)
-
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, stop)
-
-
 def cmd_mirror(cfg: config.Config, args: argparse.Namespace) -> int:
     from photo_ingest.cli_shared import print_json
     from photo_ingest.metrics import refresh_textfile
@@ -98,7 +87,7 @@ def cmd_mirror(cfg: config.Config, args: argparse.Namespace) -> int:
     if not mirrors:
         log.error("no mirrors are configured ([[mirror]] tables, see docs/mirror.md)")
         return EXIT_USAGE
-    _stop_on_signals()
+    stop_on_signals()
     with catalog.connect(cfg.database.conninfo()) as conn:
         reports = catch_up(cfg, conn, mirrors, retry_failed=args.retry_failed)
     refresh_textfile(cfg, "mirror")
@@ -134,7 +123,7 @@ def cmd_verify(cfg: config.Config, args: argparse.Namespace) -> int:
 
     names = destinations(cfg, args.destination)
     sample = cfg.verify.sample if args.sample is None else args.sample
-    _stop_on_signals()
+    stop_on_signals()
     results = []
     try:
         with catalog.connect(cfg.database.conninfo()) as conn:
