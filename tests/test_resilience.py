@@ -285,6 +285,44 @@ def test_read_error_on_a_vanished_source_is_an_interruption(
     assert_catalog_matches_disk(db, library)
 
 
+def test_systemds_sigterm_while_the_pulled_cards_session_ends_is_held(
+        tmp_path: Path, config: Path, library: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], db: psycopg.Connection[Any]) -> None:
+    """The read error ends the session; systemd's SIGTERM for the pulled card lands while
+    the end is logged. The session must still be recorded interrupted (the VM's pull
+    scenario once found it left `running`)."""
+    import json
+
+    from photo_ingest import cli as cli_module
+    from photo_ingest.ingest import copy, pipeline
+
+    card = tmp_path / "card"
+    random_files(card / "DCIM", 3, 10_000, seed=9)
+
+    def pulled(*args: Any, **kwargs: Any) -> Any:
+        shutil.rmtree(card)
+        raise copy.SourceError(5, "reading the source failed: Input/output error")
+
+    real_error = pipeline.log.error
+
+    def error_then_sigterm(*args: Any, **kwargs: Any) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        real_error(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "copy_to_temp", pulled)
+    monkeypatch.setattr(pipeline.log, "error", error_then_sigterm)
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        rc = cli_module.main(["--config", str(config), "ingest", str(card), "--json"])
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    summary = json.loads(capsys.readouterr().out)
+    assert rc == 1
+    assert summary["status"] == "interrupted"
+    rows = db.execute("SELECT status FROM ingest_sessions").fetchall()
+    assert [r["status"] for r in rows] == ["interrupted"]
+
+
 def test_a_stop_signal_while_the_session_ends_is_held_until_it_is_recorded() -> None:
     """A pulled card: the read error ends the session (interrupted), and systemd's SIGTERM
     arrives while that end is being written. It must not cut the write short; once the end

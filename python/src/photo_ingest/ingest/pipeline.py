@@ -235,11 +235,13 @@ class _Run:
         return "completed", None
 
     def end(self, status: str, error: str | None, started: float) -> Summary:
-        if error:
-            log.error("session %d %s: %s", self.session, status, error)
         if status == "completed" and self.counts.failed:
             status = "partial"
+        # The log line too: systemd's SIGTERM for a pulled card, landing in it, left the
+        # session `running` (seen in the VM's pull scenario).
         with stops_deferred(honoured=status == "interrupted"):
+            if error:
+                log.error("session %d %s: %s", self.session, status, error)
             self._close(status, error, self.pending)
         return Summary(self.session, self.source, os.fsdecode(self.library), status, error,
                        self.counts, time.monotonic() - started, self.outcomes)
